@@ -1,0 +1,74 @@
+"""The decoded clip: sampled RGB frames and the motion that goes with them.
+
+This is the data contract between decoding (`decode.py`), the transforms (`transforms.py`) and the
+mask (`mgm_jax/masking.py`). Everything is NumPy; nothing here knows about JAX or the model.
+
+Motion lives on a coarse grid of `MOTION_CELL` x `MOTION_CELL` pixel cells (the codec's 8x8 block
+grid): a frame of H x W pixels has a motion grid of ceil(H / 8) x ceil(W / 8) cells. After the
+spatial transforms, the grid is the output frame size divided by 8 (224 -> 28), still aligned so
+that cell (i, j) covers output pixels [8i, 8i + 8) x [8j, 8j + 8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+MOTION_CELL = 8  # pixels per motion-grid cell (H.264's smallest motion-vector block is 8x8 here)
+
+# Where a clip's motion came from.
+MOTION_FROM_VECTORS = "mv"  # the codec's motion vectors (H.264, MPEG-4 part 2, ...)
+MOTION_FROM_FRAME_DIFF = "frame_diff"  # luma frame difference: a magnitude cue without direction
+
+
+@dataclasses.dataclass
+class Clip:
+  """Frames sampled from one video plus the motion at each sampled frame.
+
+  Attributes:
+    frames: uint8 [T, H, W, 3] RGB, only the sampled frames.
+    flow: float32 [T, Gh, Gw, 2] or None. (dx, dy) in pixels per frame, positive = right / down:
+      the mean per-frame displacement over all frames from the previous sampled frame (exclusive)
+      to this one (inclusive), i.e. the accumulated displacement divided by the frame gap. None
+      when the motion came from frame differences (no direction is known).
+    magnitude: float32 [T, Gh, Gw], >= 0. The motion strength the mask is steered by: |flow| for
+      vectors (after optional camera-motion compensation), mean absolute luma difference per
+      frame (0..255 scale) for the frame-difference cue.
+    has_vectors: bool [T]. True where at least one frame of the sampled interval carried real
+      codec vectors; False where the motion was filled from neighbouring frames (e.g. the
+      interval held only I-frames) or came from frame differences.
+    motion_source: MOTION_FROM_VECTORS or MOTION_FROM_FRAME_DIFF.
+    frame_indices: int64 [T], the frame indices (0-based, display order) that were sampled.
+    name: the file name or a label used in error messages and logs.
+  """
+
+  frames: np.ndarray
+  flow: np.ndarray | None
+  magnitude: np.ndarray
+  has_vectors: np.ndarray
+  motion_source: str
+  frame_indices: np.ndarray
+  name: str = ""
+
+  @property
+  def num_frames(self) -> int:
+    return int(self.frames.shape[0])
+
+  def check(self) -> None:
+    """Raises ValueError (naming the clip) if the arrays are inconsistent with each other."""
+    t, h, w, c = self.frames.shape
+    grid = (-(-h // MOTION_CELL), -(-w // MOTION_CELL))
+    problems = []
+    if self.frames.dtype != np.uint8 or c != 3:
+      problems.append(f"frames must be uint8 [T,H,W,3], got {self.frames.dtype} {self.frames.shape}")
+    if self.magnitude.shape != (t, *grid):
+      problems.append(f"magnitude shape {self.magnitude.shape} != {(t, *grid)}")
+    if self.flow is not None and self.flow.shape != (t, *grid, 2):
+      problems.append(f"flow shape {self.flow.shape} != {(t, *grid, 2)}")
+    if self.has_vectors.shape != (t,) or self.frame_indices.shape != (t,):
+      problems.append("has_vectors and frame_indices must have shape [T]")
+    if self.motion_source not in (MOTION_FROM_VECTORS, MOTION_FROM_FRAME_DIFF):
+      problems.append(f"unknown motion_source {self.motion_source!r}")
+    if problems:
+      raise ValueError(f"inconsistent clip {self.name!r}: " + "; ".join(problems))
