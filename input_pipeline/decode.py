@@ -1,0 +1,503 @@
+"""Decoding clips with PyAV: the sampled RGB frames plus the motion that goes with them.
+
+`decode_clip` decodes only what a clip needs: it seeks to the keyframe at or before the first
+frame needed, decodes in display order up to the last sampled frame and converts only the sampled
+frames to RGB. Motion comes from the codec's motion vectors (FFmpeg exports them while decoding)
+or, for codecs without vectors, from luma frame differences read straight from the decoded Y plane.
+`motion.py` has the conventions: signs, accumulation over the sampling stride, filling frames
+without vectors (I-frames), the first sampled frame.
+
+Frame indices are 0-based in display order. The index of the first frame decoded after a seek
+comes from its timestamp ((pts - stream start) x time base x frame rate, rounded); the following
+frames are counted, so timestamp jitter cannot reorder or duplicate frames.
+
+Every problem with the input (missing, empty, garbage or truncated files, no video stream, frames
+past the end, vectors forced on a codec without them) raises `VideoDecodeError`, naming the file.
+Decoding keeps PyAV's default slice threading: frame threading made B-frame motion vectors differ
+from run to run, and decoding must be deterministic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fractions
+import io
+import os
+from typing import Iterator, Sequence
+
+import av
+from av.sidedata import sidedata as av_sidedata
+import numpy as np
+
+from input_pipeline import clip as clip_lib
+from input_pipeline import motion as motion_lib
+
+# Codecs for which FFmpeg exports motion vectors (`flags2=+export_mvs`).
+VECTOR_CODECS = frozenset({
+    "h264", "mpeg4", "mpeg1video", "mpeg2video", "h263", "h263p", "h263i",
+    "msmpeg4v1", "msmpeg4v2", "msmpeg4v3",
+})
+# Codecs whose B-frames export all-zero vectors: such frames count as frames without vectors.
+_ZERO_B_VECTOR_CODECS = frozenset({"mpeg4"})
+
+MOTION_POLICIES = ("auto", "mv", "frame_diff")
+
+_SideDataContainer = av_sidedata.SideDataContainer
+
+Source = str | os.PathLike | bytes
+
+
+class VideoDecodeError(Exception):
+  """The one error for unusable video input; `str()` names the file and the reason.
+
+  Attributes:
+    name: the file path or the label of the input.
+    path: same as `name`.
+    reason: what went wrong.
+  """
+
+  def __init__(self, name: str, reason: str):
+    super().__init__(f"{name}: {reason}")
+    self.name = name
+    self.path = name
+    self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+  """What `probe` reports about a file's first video stream."""
+
+  num_frames: int
+  fps: float
+  height: int
+  width: int
+  codec: str
+  exports_vectors: bool
+
+
+def _name_of(source: Source, name: str | None) -> str:
+  if name is not None:
+    return name
+  if isinstance(source, (bytes, bytearray, memoryview)):
+    return "<bytes>"
+  return os.fspath(source)
+
+
+@contextlib.contextmanager
+def _open_video(source: Source, name: str) -> Iterator[
+    tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+  """Yields (container, first video stream); PyAV / OS errors in the block -> VideoDecodeError."""
+  try:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+      if len(source) == 0:
+        raise VideoDecodeError(name, "empty input")
+      file = io.BytesIO(bytes(source))
+    else:
+      file = os.fspath(source)
+      if os.path.isfile(file) and os.path.getsize(file) == 0:
+        raise VideoDecodeError(name, "empty file")
+    with av.open(file, mode="r") as container:
+      if not container.streams.video:
+        raise VideoDecodeError(name, "no video stream")
+      yield container, container.streams.video[0]
+  except VideoDecodeError:
+    raise
+  except (av.error.FFmpegError, OSError, EOFError, ValueError, IndexError) as e:
+    raise VideoDecodeError(name, f"{type(e).__name__}: {e}") from e
+
+
+def _frame_rate(stream: av.video.stream.VideoStream) -> fractions.Fraction | None:
+  for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+    if rate is not None and rate > 0:
+      return fractions.Fraction(rate)
+  return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Clock:
+  """Maps timestamps to 0-based frame indices (display order) and back."""
+
+  start: int  # pts of frame 0
+  time_base: fractions.Fraction | None
+  rate: fractions.Fraction | None
+
+  @classmethod
+  def of(cls, stream: av.video.stream.VideoStream) -> _Clock:
+    start = stream.start_time if stream.start_time is not None else 0
+    time_base = fractions.Fraction(stream.time_base) if stream.time_base else None
+    return cls(start=start, time_base=time_base, rate=_frame_rate(stream))
+
+  @property
+  def usable(self) -> bool:
+    return self.time_base is not None and self.rate is not None
+
+  def index(self, pts: int | None) -> int | None:
+    if pts is None or not self.usable:
+      return None
+    return round((pts - self.start) * self.time_base * self.rate)
+
+  def pts(self, index: int) -> int:
+    return self.start + int(index / (self.rate * self.time_base))
+
+
+def probe(source: Source, name: str | None = None) -> VideoInfo:
+  """Reads a video's frame count, rate, size and codec (counting packets if the header has none).
+
+  Raises:
+    VideoDecodeError: the input is not a readable video.
+  """
+  name = _name_of(source, name)
+  with _open_video(source, name) as (container, stream):
+    num_frames = stream.frames
+    if not num_frames:
+      num_frames = sum(1 for packet in container.demux(stream) if packet.size)
+    rate = _frame_rate(stream)
+    codec = stream.codec_context.name
+    info = VideoInfo(num_frames=int(num_frames), fps=float(rate) if rate else 0.0,
+                     height=stream.codec_context.height, width=stream.codec_context.width,
+                     codec=codec, exports_vectors=codec in VECTOR_CODECS)
+  if info.num_frames <= 0 or info.height <= 0 or info.width <= 0:
+    raise VideoDecodeError(name, f"no decodable frames ({info})")
+  return info
+
+
+@dataclasses.dataclass
+class _Window:
+  """What one decoding pass collected for the frames `start`, `start + 1`, ..., `last_seen`."""
+
+  start: int
+  motion_source: str | None
+  codec: str
+  clock: _Clock
+  rgb: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+  vector_bytes: bytearray = dataclasses.field(default_factory=bytearray)  # back to back
+  vector_counts: list[int] = dataclasses.field(default_factory=list)  # per window frame
+  luma_diff: list[np.ndarray | None] = dataclasses.field(default_factory=list)
+  packet_pts: list[int | None] = dataclasses.field(default_factory=list)  # in decoding order
+  pts_index: dict[int, int] = dataclasses.field(default_factory=dict)  # frame pts -> index
+  index_offset: int = 0  # frame index - clock index (0 unless counting from the first frame)
+  height: int = 0
+  width: int = 0
+  last_seen: int = -1  # the last frame decoded; the video's last frame if `at_end`
+  last_rgb: np.ndarray | None = None  # RGB of the video's last frame, if `at_end`
+  at_end: bool = False
+
+  @property
+  def frame_ids(self) -> np.ndarray:
+    """int64 [F]: indices of the window's frames."""
+    return np.arange(self.start, max(self.last_seen + 1, self.start), dtype=np.int64)
+
+  def frame_vectors(self) -> motion_lib.FrameVectors:
+    """The window's motion vectors (no copy)."""
+    vectors = np.frombuffer(self.vector_bytes, motion_lib.MOTION_VECTOR_DTYPE)
+    return motion_lib.FrameVectors(vectors, np.asarray(self.vector_counts, np.int64))
+
+  def decoding_order(self) -> np.ndarray:
+    """int64 [P]: frame index of each packet decoded, in decoding order (-1 if unknown)."""
+    order = []
+    for pts in self.packet_pts:
+      index = self.pts_index.get(pts)
+      if index is None:
+        index = self.clock.index(pts)
+        index = -1 if index is None else index + self.index_offset
+      order.append(index)
+    return np.asarray(order, np.int64)
+
+
+class _SeekOvershot(Exception):
+  """The first frame after a seek was later than the frame the seek aimed at."""
+
+
+def _read_vectors(frame: av.VideoFrame, buffer: bytearray) -> int:
+  """Appends the frame's motion vectors to `buffer`; returns how many there were.
+
+  `frame.side_data` caches a container that points back to the frame: a reference cycle, so the
+  frame (and its pixel buffers) would wait for the garbage collector instead of going back to
+  FFmpeg's buffer pool at once. That made decoding with vectors ~15% slower. A container of our
+  own, dropped on return, keeps frames acyclic.
+  """
+  side = _SideDataContainer(frame)
+  if not len(side):
+    return 0
+  data = side.get("MOTION_VECTORS")
+  if data is None:
+    return 0
+  buffer += data
+  return len(data)
+
+
+def _luma(frame: av.VideoFrame) -> np.ndarray:
+  """uint8 [H, W] view of the frame's Y plane (no copy: valid while `frame` lives)."""
+  plane = frame.planes[0]
+  rows = np.frombuffer(plane, np.uint8)[: plane.line_size * frame.height]
+  return rows.reshape(frame.height, plane.line_size)[:, : frame.width]
+
+
+def _decode_pass(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    win: _Window,
+    sampled: Sequence[int],
+    allow_seek: bool,
+) -> _Window:
+  """Decodes frames [win.start, max(sampled)] (fewer if the video ends first) into `win`.
+
+  Collects the RGB of the `sampled` frames and, for every frame of the window, its motion vectors
+  or its per-cell luma difference to the previous frame, as `win.motion_source` asks.
+  """
+  clock = win.clock
+  last = int(max(sampled))
+  wanted = set(int(i) for i in sampled)
+  want_vectors = win.motion_source == clip_lib.MOTION_FROM_VECTORS
+  want_luma = win.motion_source == clip_lib.MOTION_FROM_FRAME_DIFF
+  seek_to = max(win.start - 1 if want_luma else win.start, 0)  # luma needs the frame before
+  seeked = allow_seek and seek_to > 0 and clock.usable
+  if seeked:
+    container.seek(clock.pts(seek_to), stream=stream, backward=True, any_frame=False)
+  frame, previous, index = None, None, -1
+  for packet in container.demux(stream):
+    if packet.size:
+      win.packet_pts.append(packet.pts)
+    for frame in packet.decode():
+      if index < 0 and seeked:  # first frame after a seek: its timestamp gives its index
+        index = clock.index(frame.pts)
+        if index is None or index > seek_to:
+          raise _SeekOvershot()
+        index = max(index, 0)
+      else:
+        index += 1
+        if index == 0:
+          win.index_offset = -(clock.index(frame.pts) or 0)
+      if frame.pts is not None:
+        win.pts_index[frame.pts] = index
+      win.last_seen = index
+      if index >= win.start:
+        if want_vectors:
+          win.vector_counts.append(_read_vectors(frame, win.vector_bytes))
+        elif want_luma:
+          win.luma_diff.append(None if previous is None else
+                               motion_lib.luma_absdiff_cells(_luma(previous), _luma(frame)))
+        if index in wanted:
+          win.rgb[index] = frame.to_ndarray(format="rgb24")
+        if index >= last:
+          win.height, win.width = frame.height, frame.width
+          return win
+      previous = frame
+  win.at_end = True
+  if frame is not None:
+    win.height, win.width = frame.height, frame.width
+    win.last_rgb = win.rgb.get(index)
+    if win.last_rgb is None:
+      win.last_rgb = frame.to_ndarray(format="rgb24")
+  return win
+
+
+def _decode(source: Source, name: str, *, window_start: int, sampled: Sequence[int],
+            policy: str | None, allow_seek: bool = True) -> _Window:
+  """Opens the input and decodes one window.
+
+  Args:
+    source: the input.
+    name: for errors.
+    window_start: first frame whose motion is needed.
+    sampled: the frames to convert to RGB.
+    policy: None (no motion), "mv", "frame_diff" or "auto" (vectors if the codec has them).
+    allow_seek: False decodes from the first frame (the fallback when a seek misses).
+  """
+  with _open_video(source, name) as (container, stream):
+    codec = stream.codec_context.name
+    if policy == "auto":
+      policy = (clip_lib.MOTION_FROM_VECTORS if codec in VECTOR_CODECS
+                else clip_lib.MOTION_FROM_FRAME_DIFF)
+    if policy == clip_lib.MOTION_FROM_VECTORS:
+      if codec not in VECTOR_CODECS:
+        raise VideoDecodeError(name, f"codec {codec!r} exports no motion vectors")
+      stream.codec_context.options = {"flags2": "+export_mvs"}
+    win = _Window(start=window_start, motion_source=policy, codec=codec,
+                  clock=_Clock.of(stream))
+    try:
+      return _decode_pass(container, stream, win, sampled, allow_seek)
+    except _SeekOvershot:
+      pass
+  return _decode(source, name, window_start=window_start, sampled=sampled, policy=policy,
+                 allow_seek=False)
+
+
+def _check_indices(frame_indices: Sequence[int] | np.ndarray) -> np.ndarray:
+  indices = np.asarray(frame_indices, np.int64).reshape(-1)
+  if indices.size == 0:
+    raise ValueError("frame_indices is empty")
+  if indices[0] < 0 or np.any(np.diff(indices) < 0):
+    raise ValueError(f"frame_indices must be sorted and >= 0, got {indices.tolist()}")
+  return indices
+
+
+def _check_available(win: _Window, indices: np.ndarray, pad_short: bool, name: str) -> int:
+  """Number of requested frames the video has; raises unless `pad_short` covers the rest."""
+  available = win.last_seen + 1 if win.at_end else None
+  if available is None:
+    return indices.size
+  if available <= 0:
+    raise VideoDecodeError(name, "no decodable frames")
+  num_ok = int(np.searchsorted(indices, available))
+  if num_ok < indices.size and not pad_short:
+    raise VideoDecodeError(
+        name, f"requested frame {int(indices[num_ok])} but the video has only {available} frames")
+  return num_ok
+
+
+def _frames(win: _Window, indices: np.ndarray, num_ok: int) -> np.ndarray:
+  """uint8 [T, H, W, 3]: the sampled frames, the last frame repeated past the end."""
+  frames = [win.rgb[int(i)] for i in indices[:num_ok]]
+  frames += [win.last_rgb] * (indices.size - num_ok)
+  return np.stack(frames)
+
+
+def decode_frames(
+    source: Source,
+    frame_indices: Sequence[int] | np.ndarray,
+    *,
+    pad_short: bool = False,
+    name: str | None = None,
+) -> np.ndarray:
+  """Decodes only the RGB frames at `frame_indices` (no motion), e.g. for evaluation.
+
+  Args:
+    source: a path or the file's bytes.
+    frame_indices: sorted 0-based display-order indices.
+    pad_short: repeat the last frame for indices past the end instead of raising.
+    name: label for errors (default: the path).
+
+  Returns:
+    uint8 [T, H, W, 3].
+
+  Raises:
+    VideoDecodeError: unusable input or frames past the end (without pad_short).
+  """
+  name = _name_of(source, name)
+  indices = _check_indices(frame_indices)
+  win = _decode(source, name, window_start=int(indices[0]), sampled=indices, policy=None)
+  num_ok = _check_available(win, indices, pad_short, name)
+  return _frames(win, indices, num_ok)
+
+
+def _reference_distances(win: _Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Estimates each window frame's reference distances from the decoding order.
+
+  FFmpeg exports only whether a vector points to the past or the future. The estimate: the past
+  (future) reference of a frame is the nearest earlier (later) frame in display order that was
+  decoded before it. Exact without B-frames and one reference frame (distance 1), and for the
+  usual B-frame layouts (incl. B-pyramids) when the nearest possible reference is used.
+
+  Returns:
+    past, future: float32 [F] distances in frames (1 where unknown).
+    b_like: bool [F], frames decoded after a frame that follows them in display order.
+  """
+  ids = win.frame_ids
+  order = win.decoding_order()
+  num = ids.size
+  past = np.ones(num, np.float32)
+  future = np.ones(num, np.float32)
+  if order.size < 2 or np.all(np.diff(order[order >= 0]) > 0):
+    return past, future, np.zeros(num, bool)  # decoding order = display order
+  position = {int(f): p for p, f in enumerate(order) if f >= 0}
+  pos = np.array([position.get(int(f), -1) for f in ids])
+  before = np.arange(order.size)[None, :] < pos[:, None]  # [F, P]: decoded before frame f
+  known = before & (order[None, :] >= 0)
+  earlier = known & (order[None, :] < ids[:, None])
+  later = known & (order[None, :] > ids[:, None])
+  nearest_past = np.where(earlier, order[None, :], -1).max(axis=1, initial=-1)
+  big = np.iinfo(np.int64).max
+  nearest_future = np.where(later, order[None, :], big).min(axis=1, initial=big)
+  ok_past = (nearest_past >= 0) & (pos >= 0)
+  ok_future = (nearest_future < big) & (pos >= 0)
+  past[ok_past] = (ids - nearest_past)[ok_past]
+  future[ok_future] = (nearest_future - ids)[ok_future]
+  b_like = ok_future  # a later frame was decoded first: it can be a future reference
+  return past, future, b_like
+
+
+def _window_motion(win: _Window, sampled: np.ndarray, first_gap: int, compensate_camera: bool):
+  """(flow or None, magnitude, has_vectors) for the sampled frames inside the window."""
+  ids = win.frame_ids
+  gh, gw = motion_lib.grid_shape(win.height, win.width)
+  if win.motion_source == clip_lib.MOTION_FROM_VECTORS:
+    vectors = win.frame_vectors()
+    past, future, b_like = _reference_distances(win)
+    if win.codec in _ZERO_B_VECTOR_CODECS and b_like.any():
+      vectors = vectors.without(b_like)
+    weights, has_vectors = motion_lib.interval_weights(ids, sampled, vectors.has_vectors,
+                                                       first_gap=first_gap)
+    flow = motion_lib.vectors_to_flow(vectors, weights, win.height, win.width,
+                                      past_distance=past, future_distance=future)
+    return flow, motion_lib.magnitude(flow, compensate_camera), has_vectors
+  valid = np.array([d is not None for d in win.luma_diff], bool)
+  weights, _ = motion_lib.interval_weights(ids, sampled, valid, first_gap=first_gap)
+  zero = np.zeros((gh, gw), np.float32)
+  per_frame = np.stack([zero if d is None else d for d in win.luma_diff]) if ids.size else (
+      np.zeros((0, gh, gw), np.float32))
+  magnitude = motion_lib.accumulate(per_frame, weights)
+  return None, magnitude, np.zeros(sampled.size, bool)
+
+
+def decode_clip(
+    source: Source,
+    frame_indices: Sequence[int] | np.ndarray,
+    *,
+    motion: str = "auto",
+    compensate_camera: bool = False,
+    pad_short: bool = False,
+    name: str | None = None,
+) -> clip_lib.Clip:
+  """Decodes the sampled frames of a video and the motion at each of them.
+
+  Args:
+    source: a path or the file's bytes.
+    frame_indices: sorted 0-based display-order indices (repeats allowed).
+    motion: "mv" = codec motion vectors (VideoDecodeError if the codec has none); "frame_diff" =
+      mean absolute luma difference; "auto" = vectors if the codec exports them and the decoded
+      window contained any (else frame differences, decoding the window again).
+    compensate_camera: subtract each frame's dominant motion before the magnitude (vectors
+      only; frame differences carry no direction to compensate).
+    pad_short: indices past the end repeat the last frame with zero motion (has_vectors False)
+      instead of raising.
+    name: label for errors and `Clip.name` (default: the path).
+
+  Returns:
+    A checked `clip.Clip`.
+
+  Raises:
+    VideoDecodeError: unusable input, frames past the end (without pad_short), or motion="mv"
+      for a codec without vectors.
+  """
+  if motion not in MOTION_POLICIES:
+    raise ValueError(f"motion must be one of {MOTION_POLICIES}, got {motion!r}")
+  name = _name_of(source, name)
+  indices = _check_indices(frame_indices)
+  first_gap = max(int(indices[1] - indices[0]), 1) if indices.size > 1 else 1
+  window_start = max(int(indices[0]) - first_gap + 1, 0)
+  win = _decode(source, name, window_start=window_start, sampled=indices, policy=motion)
+  if (motion == "auto" and win.motion_source == clip_lib.MOTION_FROM_VECTORS
+      and not any(win.vector_counts)):
+    win = _decode(source, name, window_start=window_start, sampled=indices,
+                  policy=clip_lib.MOTION_FROM_FRAME_DIFF)
+  num_ok = _check_available(win, indices, pad_short, name)
+  frames = _frames(win, indices, num_ok)
+  gh, gw = motion_lib.grid_shape(frames.shape[1], frames.shape[2])
+  num = indices.size
+  magnitude = np.zeros((num, gh, gw), np.float32)
+  flow = (np.zeros((num, gh, gw, 2), np.float32)
+          if win.motion_source == clip_lib.MOTION_FROM_VECTORS else None)
+  has_vectors = np.zeros(num, bool)
+  if num_ok:
+    ok_flow, ok_magnitude, ok_has = _window_motion(win, indices[:num_ok], first_gap,
+                                                   compensate_camera)
+    magnitude[:num_ok] = ok_magnitude
+    has_vectors[:num_ok] = ok_has
+    if flow is not None:
+      flow[:num_ok] = ok_flow
+  result = clip_lib.Clip(frames=frames, flow=flow, magnitude=magnitude, has_vectors=has_vectors,
+                         motion_source=win.motion_source, frame_indices=indices, name=name)
+  result.check()
+  return result

@@ -1,0 +1,445 @@
+"""Motion on the 8-pixel grid from codec motion vectors or luma frame differences (pure NumPy).
+
+Everything here works on whole clips at once, so that the per-frame cost inside the decode loop is
+only copying the codec's side data out (see `decode.py`).
+
+Conventions:
+  * Grid: a frame of H x W pixels has Gh x Gw = ceil(H / 8) x ceil(W / 8) cells
+    (`clip.MOTION_CELL`); cell (i, j) covers pixels [8i, 8i + 8) x [8j, 8j + 8).
+  * Velocity: (dx, dy) in pixels per frame, positive = right / down.
+  * Codec vectors (FFmpeg `AVMotionVector`): the block of w x h pixels centred at (dst_x, dst_y) in
+    the current frame was predicted from `src = dst + motion / motion_scale` in a reference frame.
+    `source < 0` = a past reference, so the content moved by `-motion / scale` since then;
+    `source > 0` = a future reference, where the content will be at `+motion / scale`. Either way
+    the displacement is divided by the reference distance in frames. FFmpeg does not export that
+    distance: it defaults to 1 (exact for streams encoded without B-frames and with one reference
+    frame); `decode.py` passes per-frame estimates from the decoding order for other streams.
+  * A frame's field: the mean of the velocities of all vectors covering a cell (bi-predicted blocks
+    carry two vectors); cells covered by no vector (intra blocks) are 0. Blocks partly outside the
+    grid are clipped to it.
+  * Speed: a 16-frame clip at stride 4 has ~20k blocks. They are scattered with a few bincounts
+    over the whole clip (16x16 macroblocks on a 2x2-cell grid, the rest per cell); no Python loop
+    over blocks or frames, and no BLAS (whose threads cost milliseconds on a busy machine).
+  * Intervals and accumulation (`interval_weights`): the motion of sampled frame i_t is the mean
+    per-frame motion over all frames in (i_{t-1}, i_t]. The first sampled frame uses the same gap
+    as the next step (1 for single-frame clips), i.e. frames (i_0 - gap, i_0], clipped at frame 0:
+    the mean is then over the frames that exist.
+  * Fill rule: a frame without motion (an I-frame has no vectors; the first frame of a video has no
+    frame difference) takes the mean of the nearest earlier and the nearest later frame of the
+    decoded window that have motion, or the one of them that exists. If no frame of the window has
+    motion, the frames stay zero and `has_vectors` is False everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from input_pipeline import clip as clip_lib
+
+CELL = clip_lib.MOTION_CELL
+
+# FFmpeg's AVMotionVector (libavutil/motion_vector.h), as PyAV's `MotionVectors.to_ndarray()`.
+MOTION_VECTOR_DTYPE = np.dtype(
+    [
+        ("source", "int32"),
+        ("w", "uint8"),
+        ("h", "uint8"),
+        ("src_x", "int16"),
+        ("src_y", "int16"),
+        ("dst_x", "int16"),
+        ("dst_y", "int16"),
+        ("flags", "uint64"),
+        ("motion_x", "int32"),
+        ("motion_y", "int32"),
+        ("motion_scale", "uint16"),
+    ],
+    align=True,
+)
+
+
+def grid_shape(height: int, width: int) -> tuple[int, int]:
+  """(Gh, Gw): the motion grid of a height x width frame."""
+  return -(-height // CELL), -(-width // CELL)
+
+
+def interval_weights(
+    frame_ids: np.ndarray,
+    sampled: np.ndarray,
+    has_motion: np.ndarray | None = None,
+    *,
+    first_gap: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Linear map from per-frame motion to per-sampled-frame motion (accumulation + fill).
+
+  Args:
+    frame_ids: int [F], the consecutive frame indices of the decoded window (display order).
+    sampled: int [T], sorted sampled frame indices, all in `frame_ids`.
+    has_motion: bool [F], which frames carry motion (default: all).
+    first_gap: the first sampled frame's interval length (default: sampled[1] - sampled[0], or 1
+      for a single frame); pass it when `sampled` is a prefix of a longer request.
+
+  Returns:
+    weights: float32 [T, F]. `weights @ per_frame` is the mean per-frame motion of each sampled
+      interval, with frames lacking motion replaced by the fill rule (module docstring).
+    has_vectors: bool [T], True where the interval held at least one frame with motion.
+  """
+  frame_ids = np.asarray(frame_ids, np.int64)
+  sampled = np.asarray(sampled, np.int64)
+  num = frame_ids.shape[0]
+  valid = np.ones(num, bool) if has_motion is None else np.asarray(has_motion, bool)
+  if num == 0 or sampled.size == 0:
+    return np.zeros((sampled.size, num), np.float32), np.zeros(sampled.size, bool)
+  if np.any(np.diff(frame_ids) != 1):
+    raise ValueError("frame_ids must be consecutive")
+  if np.any(np.diff(sampled) < 0):
+    raise ValueError("sampled frame indices must be sorted")
+  if first_gap is None:
+    first_gap = int(sampled[1] - sampled[0]) if sampled.size > 1 else 1
+  starts = np.concatenate([[sampled[0] - max(first_gap, 1) + 1], sampled[:-1] + 1])
+  starts = np.minimum(starts, sampled)  # repeated indices: the interval is the frame itself
+  lo = np.clip(starts - frame_ids[0], 0, num)
+  hi = np.clip(sampled - frame_ids[0] + 1, 0, num)
+  if np.any(hi <= lo):
+    raise ValueError("a sampled frame is outside the decoded window")
+
+  # Fill matrix [F, F]: row f = how frame f's motion is made of frames that have motion.
+  pos = np.arange(num)
+  valid_pos = np.flatnonzero(valid)
+  fill = np.zeros((num, num), np.float32)
+  if valid_pos.size:
+    after = np.searchsorted(valid_pos, pos)  # first valid position >= f
+    prev = valid_pos[np.maximum(after - 1, 0)]
+    nxt = valid_pos[np.minimum(after, valid_pos.size - 1)]
+    has_prev = after > 0
+    has_next = after < valid_pos.size
+    share = 1.0 / np.maximum(has_prev.astype(np.float32) + has_next, 1)
+    np.add.at(fill, (pos[has_prev], prev[has_prev]), share[has_prev])
+    np.add.at(fill, (pos[has_next], nxt[has_next]), share[has_next])
+    fill[valid_pos] = 0.0
+    fill[valid_pos, valid_pos] = 1.0
+
+  # Mean of the filled frames over each interval [lo, hi), from cumulative sums of the rows.
+  cumulative = np.concatenate([np.zeros((1, num), np.float32), np.cumsum(fill, axis=0)])
+  weights = (cumulative[hi] - cumulative[lo]) / (hi - lo)[:, None].astype(np.float32)
+  counts = np.concatenate([[0], np.cumsum(valid)])
+  has_vectors = (counts[hi] - counts[lo]) > 0
+  return weights, has_vectors
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameVectors:
+  """The motion vectors of F consecutive frames, stored back to back.
+
+  Attributes:
+    vectors: [N] `MOTION_VECTOR_DTYPE`, frame after frame.
+    counts: int64 [F], vectors per frame (0: none, e.g. an I-frame).
+  """
+
+  vectors: np.ndarray
+  counts: np.ndarray
+
+  @classmethod
+  def from_frames(cls, frames: Sequence[np.ndarray | None]) -> FrameVectors:
+    """From one array (or None) per frame."""
+    counts = np.array([0 if v is None else v.shape[0] for v in frames], np.int64)
+    parts = [np.ascontiguousarray(v, MOTION_VECTOR_DTYPE).view(np.uint8) for v in frames
+             if v is not None and v.shape[0]]
+    raw = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    return cls(raw.view(MOTION_VECTOR_DTYPE), counts)
+
+  @property
+  def num_frames(self) -> int:
+    return int(self.counts.shape[0])
+
+  @property
+  def has_vectors(self) -> np.ndarray:
+    """bool [F]."""
+    return self.counts > 0
+
+  def without(self, frames: np.ndarray) -> FrameVectors:
+    """A copy with the vectors of the frames where `frames` (bool [F]) is True removed."""
+    drop = np.asarray(frames, bool)
+    keep = np.repeat(~drop, self.counts)
+    return FrameVectors(self.vectors[keep], np.where(drop, 0, self.counts))
+
+
+def _rounds(weights: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+  """Splits a [T, S] weight matrix into rounds that use each frame (column) at most once.
+
+  A frame can feed several outputs: its own interval, and the neighbouring frames without vectors
+  that it fills in. Returns [(output [S], weight [S])], output -1 where the frame is not used in
+  that round. Round 0 holds every frame that is used at all.
+  """
+  num_frames = weights.shape[1]
+  nz_t, nz_s = np.nonzero(weights.T)[::-1]  # sorted by frame
+  first = np.searchsorted(nz_s, nz_s)
+  rank = np.arange(nz_s.size) - first  # how many earlier nonzeros the same frame has
+  rounds = []
+  for r in range(int(rank.max(initial=-1)) + 1):
+    pick = rank == r
+    out = np.full(num_frames, -1, np.int64)
+    out[nz_s[pick]] = nz_t[pick]
+    w = np.zeros(num_frames, np.float64)
+    w[nz_s[pick]] = weights[nz_t[pick], nz_s[pick]]
+    rounds.append((out, w))
+  return rounds
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """Bins of one output field: macroblock grid, a dummy bin, then a padded cell grid.
+
+  16x16 blocks aligned to the macroblock grid (nearly all H.264 / MPEG blocks) take one bin on the
+  Gh/2 x Gw/2 macroblock grid (upsampled at the end); smaller or unaligned blocks take one bin per
+  cell on a cell grid padded by 1 cell on the left / top and `span` cells on the right / bottom,
+  so that blocks poking out of the frame land in the padding (cropped) instead of wrapping around.
+  """
+
+  grid: tuple[int, int]
+  span: int
+
+  @property
+  def mb_grid(self) -> tuple[int, int]:
+    return -(-self.grid[0] // 2), -(-self.grid[1] // 2)
+
+  @property
+  def num_mb(self) -> int:
+    return self.mb_grid[0] * self.mb_grid[1]
+
+  @property
+  def cell_grid(self) -> tuple[int, int]:
+    return self.grid[0] + 1 + self.span, self.grid[1] + 1 + self.span
+
+  @property
+  def size(self) -> int:
+    return self.num_mb + 1 + self.cell_grid[0] * self.cell_grid[1]
+
+  def assemble(self, sums: np.ndarray) -> np.ndarray:
+    """float32 [T, Gh, Gw] field from the bin sums [T * size]."""
+    gh, gw = self.grid
+    mbh, mbw = self.mb_grid
+    sums = sums.reshape(-1, self.size)
+    mb = sums[:, : self.num_mb].reshape(-1, mbh, 1, mbw, 1)
+    mb = np.broadcast_to(mb, (sums.shape[0], mbh, 2, mbw, 2)).reshape(-1, 2 * mbh, 2 * mbw)
+    cells = sums[:, self.num_mb + 1:].reshape(-1, *self.cell_grid)
+    return mb[:, :gh, :gw] + cells[:, 1:gh + 1, 1:gw + 1]
+
+
+def _cell_bins(dst_x: np.ndarray, dst_y: np.ndarray, w: np.ndarray, h: np.ndarray,
+               layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+  """(block index [M], bin [M]): the padded-grid cells covered by each block (centre, size)."""
+  gh, gw = layout.grid
+  pw = layout.cell_grid[1]
+  w = w.astype(np.int32)
+  h = h.astype(np.int32)
+  x0 = dst_x - (w >> 1)
+  y0 = dst_y - (h >> 1)
+  cx0, cy0 = x0 >> 3, y0 >> 3  # floor division by CELL = 8
+  nx = ((x0 + w - 1) >> 3) - cx0 + 1
+  ny = ((y0 + h - 1) >> 3) - cy0 + 1
+  base = layout.num_mb + 1 + (np.clip(cy0, -1, gh) + 1) * pw + (np.clip(cx0, -1, gw) + 1)
+  blocks, bins = [], []
+  for oy in range(min(int(ny.max()), layout.span)):
+    for ox in range(min(int(nx.max()), layout.span)):
+      covers = np.flatnonzero((nx > ox) & (ny > oy))
+      blocks.append(covers)
+      bins.append(base[covers] + (oy * pw + ox))
+  return np.concatenate(blocks), np.concatenate(bins)
+
+
+def vectors_to_flow(
+    vectors: FrameVectors | Sequence[np.ndarray | None],
+    weights: np.ndarray,
+    height: int,
+    width: int,
+    *,
+    past_distance: np.ndarray | None = None,
+    future_distance: np.ndarray | None = None,
+) -> np.ndarray:
+  """Dense velocity fields of weighted combinations of frames, vectorised over the whole clip.
+
+  Args:
+    vectors: F frames of motion vectors: a `FrameVectors`, or one `MOTION_VECTOR_DTYPE` array
+      (or None) per frame.
+    weights: float [T, F]; output t is sum_f weights[t, f] * field(frame f). Use
+      `interval_weights` for clip accumulation, the identity for per-frame fields.
+    height: frame height in pixels.
+    width: frame width in pixels.
+    past_distance: float [F], frames between each frame and its past reference (default 1).
+    future_distance: float [F], frames to its future reference (default 1).
+
+  Returns:
+    float32 [T, Gh, Gw, 2] velocity (dx, dy) in px/frame.
+  """
+  if not isinstance(vectors, FrameVectors):
+    vectors = FrameVectors.from_frames(vectors)
+  grid = grid_shape(height, width)
+  weights = np.asarray(weights, np.float64)
+  num_out, num_frames = weights.shape
+  if vectors.num_frames != num_frames:
+    raise ValueError(f"{vectors.num_frames} frames of vectors for weights {weights.shape}")
+  used = np.any(weights != 0, axis=0) & vectors.has_vectors
+  if not used.any():
+    return np.zeros((num_out, *grid, 2), np.float32)
+  allv = vectors.vectors
+  slot = np.repeat(np.arange(num_frames), vectors.counts)  # frame of each block
+  if not np.array_equal(used, vectors.has_vectors):
+    keep = used[slot]
+    allv, slot = allv[keep], slot[keep]
+
+  # Signed px/frame per unit of motion_x / motion_y: -1 / scale for past references, +1 / scale
+  # for future ones, divided by the reference distance.
+  forward = allv["source"] > 0
+  has_forward = bool(forward.any())
+  scale = allv["motion_scale"]
+  dist = [None if d is None else np.asarray(d, np.float64)
+          for d in (past_distance, future_distance)]
+  if has_forward or any(d is not None and np.any(d[used] != 1) for d in dist):
+    past, future = (np.ones(num_frames) if d is None else d for d in dist)
+    factor = np.where(forward, 1.0, -1.0) / np.maximum(
+        scale * np.where(forward, future[slot], past[slot]), 1.0)
+  elif np.all(scale == scale[0]):
+    factor = -1.0 / max(float(scale[0]), 1.0)
+  else:
+    factor = -1.0 / np.maximum(scale, 1.0)
+
+  dst_x, dst_y = allv["dst_x"], allv["dst_y"]
+  bw, bh = allv["w"], allv["h"]
+  span = max(-(-int(bw.max()) // CELL), -(-int(bh.max()) // CELL)) + 1
+  layout = _Layout(grid, span)
+  mbh, mbw = layout.mb_grid
+  if has_forward:
+    # Bi-predicted blocks carry one vector per reference: average them. FFmpeg exports every
+    # reference list a macroblock uses over the whole macroblock, so a macroblock's overlap count
+    # is (sum of its block areas) / 256.
+    key = (slot * (mbh + 1) + np.clip(dst_y >> 4, 0, mbh)) * (mbw + 1) + np.clip(dst_x >> 4, 0,
+                                                                                  mbw)
+    area = np.bincount(key, weights=bw * bh.astype(np.int32))[key]
+    factor = factor * (256.0 / np.maximum(area, 256.0))
+
+  col, row = dst_x >> 4, dst_y >> 4
+  is_mb = ((bw == 16) & (bh == 16) & ((((dst_x ^ 8) | (dst_y ^ 8)) & 15) == 0)
+           & (col.view(np.uint16) < mbw) & (row.view(np.uint16) < mbh))
+  mb_bin = np.where(is_mb, row.astype(np.int64) * mbw + col, layout.num_mb)  # else: dummy bin
+  rest = np.flatnonzero(~is_mb)
+  if rest.size:
+    rest_block, rest_bin = _cell_bins(dst_x[rest], dst_y[rest], bw[rest], bh[rest], layout)
+    rest_block = rest[rest_block]
+
+  mx, my = allv["motion_x"], allv["motion_y"]
+  bins, wx, wy = [], [], []
+  for out_of, w_of in _rounds(weights * used):
+    if (out_of[used] >= 0).all():
+      offset = out_of[slot] * layout.size
+      scaled = w_of[slot] * factor
+      sel = None
+    else:
+      sel = np.flatnonzero(out_of[slot] >= 0)
+      offset = out_of[slot[sel]] * layout.size
+      scaled = w_of[slot[sel]] * (factor if np.isscalar(factor) else factor[sel])
+    bins.append(offset + (mb_bin if sel is None else mb_bin[sel]))
+    wx.append((mx if sel is None else mx[sel]) * scaled)
+    wy.append((my if sel is None else my[sel]) * scaled)
+    if rest.size:
+      ob = out_of[slot[rest_block]]
+      keep = ob >= 0
+      rb = rest_block[keep]
+      rscale = w_of[slot[rb]] * (factor if np.isscalar(factor) else factor[rb])
+      bins.append(ob[keep] * layout.size + rest_bin[keep])
+      wx.append(mx[rb] * rscale)
+      wy.append(my[rb] * rscale)
+  bins = np.concatenate(bins) if len(bins) > 1 else bins[0]
+  flow = np.empty((num_out, *grid, 2), np.float32)
+  for c, values in enumerate((wx, wy)):
+    values = np.concatenate(values) if len(values) > 1 else values[0]
+    flow[..., c] = layout.assemble(np.bincount(bins, values, minlength=num_out * layout.size))
+  return flow
+
+
+def frame_flow(
+    vectors: np.ndarray | None,
+    height: int,
+    width: int,
+    *,
+    past_distance: float = 1.0,
+    future_distance: float = 1.0,
+) -> np.ndarray:
+  """float32 [Gh, Gw, 2]: one frame's velocity field (zeros if `vectors` is None or empty)."""
+  return vectors_to_flow(
+      [vectors], np.ones((1, 1), np.float32), height, width,
+      past_distance=np.array([past_distance], np.float32),
+      future_distance=np.array([future_distance], np.float32))[0]
+
+
+def luma_absdiff_cells(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+  """float32 [Gh, Gw]: mean |current - previous| per grid cell of two uint8 [H, W] luma planes.
+
+  Partial cells at the right / bottom edge average over the pixels they contain.
+  """
+  height, width = current.shape
+  gh, gw = grid_shape(height, width)
+  diff = np.maximum(current, previous)
+  diff -= np.minimum(current, previous)
+  if height % CELL or width % CELL:
+    padded = np.zeros((gh * CELL, gw * CELL), np.uint8)
+    padded[:height, :width] = diff
+    diff = padded
+  # Sum the 8 rows of each cell first (a reduction over a middle axis runs over whole rows), then
+  # the 8 columns of the 8x smaller result. uint16 holds 8 x 255; uint32 holds 64 x 255.
+  rows = diff.reshape(gh, CELL, gw * CELL).sum(axis=1, dtype=np.uint16)
+  sums = rows.reshape(gh, gw, CELL).sum(axis=2, dtype=np.uint32)
+  if height % CELL or width % CELL:
+    cell_rows = np.minimum(height - np.arange(gh) * CELL, CELL)
+    cell_cols = np.minimum(width - np.arange(gw) * CELL, CELL)
+    return (sums / (cell_rows[:, None] * cell_cols[None, :])).astype(np.float32)
+  return sums.astype(np.float32) * np.float32(1.0 / (CELL * CELL))
+
+
+def accumulate(per_frame: np.ndarray, weights: np.ndarray) -> np.ndarray:
+  """float32 [T, ...]: `weights` [T, F] applied to per-frame values [F, ...].
+
+  Sums over the nonzero weights only (no BLAS: a multi-threaded BLAS call costs milliseconds on a
+  busy machine for this tiny, sparse product).
+  """
+  per_frame = np.asarray(per_frame, np.float32)
+  weights = np.asarray(weights, np.float32)
+  flat = per_frame.reshape(per_frame.shape[0], -1)
+  out = np.zeros((weights.shape[0], flat.shape[1]), np.float32)
+  rows, cols = np.nonzero(weights)
+  if rows.size:
+    contrib = flat[cols] * weights[rows, cols][:, None]
+    present, starts = np.unique(rows, return_index=True)
+    out[present] = np.add.reduceat(contrib, starts, axis=0)
+  return out.reshape(weights.shape[0], *per_frame.shape[1:])
+
+
+def magnitude(flow: np.ndarray, compensate_camera: bool = False) -> np.ndarray:
+  """float32 [..., Gh, Gw]: the length of each flow vector [..., Gh, Gw, 2].
+
+  Args:
+    flow: velocity fields.
+    compensate_camera: subtract each frame's dominant global motion first, estimated as the
+      median of dx and of dy over the grid. This removes a camera pan or a uniform translation
+      (the paper names heavy camera motion as MGM's limitation); zoom and rotation stay.
+  """
+  flow = np.asarray(flow, np.float32)
+  if compensate_camera:
+    flat = flow.reshape(*flow.shape[:-3], -1, 2)
+    flow = flow - np.median(flat, axis=-2)[..., None, None, :]
+  return np.sqrt(flow[..., 0] * flow[..., 0] + flow[..., 1] * flow[..., 1])
+
+
+def to_token_slots(magnitude_: np.ndarray, tubelet: int) -> np.ndarray:
+  """float32 [T // tubelet, Gh, Gw]: mean over each tubelet's frames (a trailing rest is dropped).
+
+  This is the `motion=` input of `mgm_jax.masking.make_mask`.
+  """
+  magnitude_ = np.asarray(magnitude_, np.float32)
+  if tubelet < 1:
+    raise ValueError(f"tubelet must be >= 1, got {tubelet}")
+  slots = magnitude_.shape[0] // tubelet
+  trimmed = magnitude_[: slots * tubelet]
+  return trimmed.reshape(slots, tubelet, *magnitude_.shape[1:]).mean(axis=1, dtype=np.float32)

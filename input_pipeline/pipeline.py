@@ -1,0 +1,143 @@
+"""The grain input pipeline: records -> decoded clips with motion -> transforms -> masks -> batches.
+
+    source -> seeded global shuffle (per epoch) -> this process's share -> load (decode + motion +
+    crop/flip + mask, in `num_threads` threads or `num_workers` processes) -> skip broken videos,
+    counting them -> batch
+
+Each element is a dict of NumPy arrays: "frames" uint8 [R, T, S, S, 3], "mask" bool [R, t, h, w],
+"label" int32 [R] and "skipped" int32 (broken videos dropped just before this element). R is the
+repeated-sampling count: R crops and masks of one decoded video (decoding is the expensive part).
+Batches stack B/R elements; `flatten_repeats` turns a batch into B clips.
+
+Process sharding: process p of n takes elements p, p + n, ... of the global shuffled stream, so a
+global batch holds the same clips for any process count. Everything random is derived from the
+seed and the element's position, so a restored iterator continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import grain
+import numpy as np
+
+from input_pipeline import decode
+from input_pipeline import motion as motion_lib
+from input_pipeline import sampling
+from input_pipeline import transforms
+from mgm_jax import masking
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+  """How one training clip is made from a video (filled from config.data / config.mask)."""
+  num_frames: int = 16
+  stride: int = 2
+  size: int = 224
+  scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+  flip: bool = False
+  train: bool = True
+  motion: str = "auto"  # mv | frame_diff | auto
+  compensate_camera: bool = False
+  repeats: int = 1
+  mask_strategy: str = "mgm"
+  mask_ratio: float = 0.75
+  mask_jitter: float = 1.0
+  tubelet: int = 2
+  patch: int = 16
+
+  @property
+  def token_grid(self) -> tuple[int, int, int]:
+    return (self.num_frames // self.tubelet, self.size // self.patch, self.size // self.patch)
+
+
+class LoadClip(grain.transforms.RandomMap):
+  """Record {"path", "label"} -> {"frames", "mask", "label"}, or a failure marker."""
+
+  def __init__(self, spec: ClipSpec):
+    self.spec = spec
+
+  def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+    spec = self.spec
+    path = record["path"]
+    try:
+      num = record.get("num_frames") or decode.probe(path).num_frames
+      indices = sampling.sample_frame_indices(num, spec.num_frames, spec.stride, rng,
+                                              mode="random" if spec.train else "center")
+      clip = decode.decode_clip(path, indices, motion=spec.motion,
+                                compensate_camera=spec.compensate_camera, pad_short=True)
+    except decode.VideoDecodeError as e:
+      return {"failed": str(e)}
+    frames, masks = [], []
+    for _ in range(spec.repeats):
+      view = (transforms.multi_scale_crop(clip, spec.size, rng, scales=spec.scales)
+              if spec.train else transforms.center_crop(clip, spec.size, resize_short=spec.size))
+      if spec.flip and rng.random() < 0.5:
+        view = transforms.horizontal_flip(view)
+      slots = motion_lib.to_token_slots(view.magnitude, spec.tubelet)
+      frames.append(view.frames)
+      masks.append(masking.make_mask(spec.mask_strategy, spec.token_grid, spec.mask_ratio, rng,
+                                     motion=slots, jitter=spec.mask_jitter))
+    return {"frames": np.stack(frames), "mask": np.stack(masks),
+            "label": np.full((spec.repeats,), record["label"], np.int32)}
+
+
+class _SkipFailuresIterator(grain.DatasetIterator):
+  """Drops failure markers, logging each and counting them into the next good element."""
+
+  def __init__(self, parent: grain.DatasetIterator):
+    super().__init__(parent)
+
+  def __next__(self) -> dict:
+    skipped = 0
+    while True:
+      element = next(self._parent)
+      if "failed" not in element:
+        element["skipped"] = np.int32(skipped)
+        return element
+      skipped += 1
+      _log.warning("skipping broken video: %s", element["failed"])
+
+  def get_state(self):
+    return self._parent.get_state()
+
+  def set_state(self, state):
+    self._parent.set_state(state)
+
+
+class SkipFailures(grain.IterDataset):
+  def __init__(self, parent: grain.IterDataset):
+    super().__init__(parent)
+
+  def __iter__(self) -> grain.DatasetIterator:
+    return _SkipFailuresIterator(self._parent.__iter__())
+
+
+def make_dataset(source, spec: ClipSpec, *, batch_size: int, seed: int,
+                 process_index: int = 0, process_count: int = 1, num_epochs: int | None = None,
+                 num_threads: int = 4, num_workers: int = 0,
+                 prefetch: int = 2) -> grain.IterDataset:
+  """The per-process pipeline; `batch_size` counts clips per process (a multiple of repeats)."""
+  if batch_size % spec.repeats:
+    raise ValueError(f"per-process batch {batch_size} is not divisible by data.repeats "
+                     f"{spec.repeats}")
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
+  # Lazy: the per-clip randomness is seeded by the clip's position in the GLOBAL stream, and only
+  # this process's positions are ever loaded.
+  ds = ds.random_map(LoadClip(spec))[process_index::process_count]
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                            prefetch_buffer_size=max(prefetch * batch_size, 1)))
+  it = SkipFailures(it).batch(batch_size // spec.repeats, drop_remainder=True)
+  if num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return it
+
+
+def flatten_repeats(batch: dict) -> dict:
+  """[B/R, R, ...] -> [B, ...] for frames, mask and label; the skipped count summed."""
+  out = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items() if k != "skipped"}
+  out["skipped"] = np.asarray(batch["skipped"]).sum()
+  return out

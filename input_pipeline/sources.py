@@ -1,0 +1,63 @@
+"""Where videos come from: random-access sources of {"path", "label"} records for grain.
+
+`ListSource` reads the VideoMAE annotation format: one video per line, `relative/path label`
+(whitespace separated; a path may contain spaces, the label is the last field). Paths are taken
+relative to `root`. A malformed line fails at construction with the file and line number.
+"""
+
+from __future__ import annotations
+
+import os
+
+from input_pipeline import synthetic
+
+
+class AnnotationError(ValueError):
+  """A malformed annotation file; the message names the file and the line."""
+
+
+class ListSource:
+  """grain random-access source over a VideoMAE-style list file."""
+
+  def __init__(self, list_file: str | os.PathLike, root: str | os.PathLike | None = None):
+    self.list_file = os.fspath(list_file)
+    self.root = os.fspath(root) if root is not None else os.path.dirname(self.list_file)
+    self._records = []
+    with open(self.list_file, encoding="utf-8") as f:
+      for number, line in enumerate(f, start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+          continue
+        path, _, label = line.rpartition(" ")
+        path = path.strip()
+        if not path or not label.lstrip("-").isdigit():
+          raise AnnotationError(f"{self.list_file}:{number}: expected 'relative/path label', "
+                                f"got {line!r}")
+        self._records.append((os.path.join(self.root, path), int(label)))
+    if not self._records:
+      raise AnnotationError(f"{self.list_file}: no videos listed")
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, index: int) -> dict:
+    path, label = self._records[index]
+    return {"path": path, "label": label}
+
+  def __repr__(self) -> str:
+    return f"ListSource({self.list_file!r}, {len(self)} videos)"
+
+
+def synthetic_source(root: str | os.PathLike, num_videos: int, *, seed: int = 0,
+                     **video_kwargs) -> ListSource:
+  """Generates `num_videos` synthetic H.264 videos under root once (reused if present)."""
+  root = os.fspath(root)
+  list_file = os.path.join(root, "train.txt")
+  if not os.path.exists(list_file):
+    # Build beside, then publish with one rename: an interrupted generation is never mistaken
+    # for a complete data set.
+    partial = f"{root}.partial-{os.getpid()}"
+    synthetic.make_dataset(partial, num_videos, seed=seed, list_name="train.txt", **video_kwargs)
+    os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
+    os.replace(partial, root)
+  return ListSource(list_file, root)

@@ -1,0 +1,127 @@
+"""Loading a trained run for inference: features, reconstructions, export.
+
+A run directory (the trainer's `workdir`) holds `config.json` (the run's ConfigDict) and
+`checkpoints/` (Orbax, see `mgm_jax.checkpoint`). No data is needed to load it:
+
+    from mgm_jax import inference
+
+    run = inference.load("/path/to/workdir")           # latest step; or step=N
+    feats = inference.features(run, frames)             # uint8 [B, T, H, W, 3] -> [B, N, D]
+    pred = inference.reconstruct(run, frames, mask)     # mask bool [B, t, h, w] -> [B, Nm, 1536]
+    run.model, run.config, run.step                     # nnx MaskedAutoencoder, ConfigDict, int
+
+The model is rebuilt for inference: drop path is off (`model.config.drop_path_rate == 0`), which
+changes no parameter. `run.config` is the config exactly as trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mgm_jax import checkpoint as checkpoint_lib
+from mgm_jax import model as model_lib
+from mgm_jax import optim
+from mgm_jax import reconstruct as reconstruct_lib
+from mgm_jax import train_step as train_step_lib
+
+
+@dataclasses.dataclass
+class Loaded:
+  """A restored run: the model with its trained weights, the run's config and the step."""
+  model: model_lib.MaskedAutoencoder
+  config: ml_collections.ConfigDict
+  step: int
+
+
+def model_config_from(model_config: Mapping[str, Any] | ml_collections.ConfigDict,
+                      **overrides: Any) -> model_lib.ModelConfig:
+  """`config.model` -> ModelConfig: `size` names the preset, every other field overrides it.
+
+  `img_size` may be an int (square) or [h, w]; lists become tuples. Unknown fields raise.
+  `overrides` win over the config's fields.
+  """
+  fields = dict(model_config.to_dict() if hasattr(model_config, 'to_dict') else model_config)
+  fields.update(overrides)
+  size = fields.pop('size')
+  if 'img_size' in fields and np.ndim(fields['img_size']) == 0:
+    fields['img_size'] = (int(fields['img_size']),) * 2
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  return model_lib.model_config(size, **fields)
+
+
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The run's config, from `workdir/config.json` (written with `config.to_json()`)."""
+  with open(os.path.join(os.fspath(workdir), 'config.json'), encoding='utf-8') as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, model_cfg: model_lib.ModelConfig):
+  """ShapeDtypeStructs of the trainer's state {"step", "params", "opt_state"}, built without data.
+
+  The optimizer state's structure does not depend on the schedule's step counts, so a 1-step
+  schedule stands in for the real one.
+  """
+  schedule = optim.make_schedule(config.optim, config.batch_size, 1, 1)
+  optimizer = optim.make_optimizer(config.optim, schedule)
+  def init():
+    return train_step_lib.init_state(model_lib.MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(0)),
+                                     optimizer)
+  device = jax.local_devices()[0]
+  return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                     sharding=jax.sharding.SingleDeviceSharding(device)),
+      jax.eval_shape(init))
+
+
+def load(workdir: str | os.PathLike, step: int | None = None) -> Loaded:
+  """Restores the model of `workdir` at `step` (default: the latest checkpoint)."""
+  config = read_config(workdir)
+  model_cfg = model_config_from(config.model, drop_path_rate=0.0)
+  abstract = abstract_train_state(config, model_cfg)
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(os.fspath(workdir), 'checkpoints'),
+                                     async_save=False)
+  try:
+    step, state = ckpt.restore(abstract, step=step)
+  finally:
+    ckpt.close()
+  # Built abstractly (no random init): every variable is a Param and is replaced just below.
+  model = nnx.eval_shape(lambda: model_lib.MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(0)))
+  params = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(params, state['params'])
+  nnx.update(model, params)
+  leftover = [p for p, v in jax.tree_util.tree_flatten_with_path(nnx.state(model))[0]
+              if isinstance(v, jax.ShapeDtypeStruct)]
+  if leftover:
+    raise ValueError(f'checkpoint left variables unset: {leftover[:5]}')
+  return Loaded(model=model, config=config, step=int(step))
+
+
+@nnx.jit
+def _encode(model, frames_uint8):
+  x, _ = train_step_lib.normalize(frames_uint8)
+  return model.encode(x, deterministic=True)
+
+
+def features(loaded: Loaded, frames_uint8) -> jax.Array:
+  """Encoder features of every token (final norm applied): uint8 [B, T, H, W, 3] -> [B, N, D]."""
+  return _encode(loaded.model, jnp.asarray(frames_uint8))
+
+
+def reconstruct(loaded: Loaded, frames_uint8, mask) -> np.ndarray:
+  """Predicted (normalised, if trained with norm_pix) pixels of the masked tokens.
+
+  mask: bool [B, t, h, w] or [B, N], True = masked, the same count in every row.
+  Returns float32 [B, num_masked, patch_dim] in `x[mask]` order; see `reconstruct.py` to view it.
+  """
+  mask = np.asarray(mask, bool)
+  num_masked = int(mask.reshape(mask.shape[0], -1).sum(axis=1)[0])
+  return reconstruct_lib.reconstruct_batch(loaded.model, frames_uint8, mask, num_masked)
