@@ -190,7 +190,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
         last = {k: float(v) for k, v in jax.device_get(metrics).items()}
         last.update(clips_per_s=clips_since / elapsed, skipped_videos=skipped)
         writer.write(step, last)
-        writer.progress(step, last, last["clips_per_s"])
+        writer.progress(step, {k: v for k, v in last.items() if k != "clips_per_s"},
+                        last["clips_per_s"])
         tic, clips_since = time.perf_counter(), 0
       if config.image_every and (step % config.image_every == 0 or is_last):
         pred = jax.device_get(predict_first(state["params"], frames, mask))
