@@ -15,9 +15,10 @@ no B-frames, one reference, keyframe every 16 frames) into a temporary directory
   (e) the MGM mask alone, on (b)'s motion
 
 One clip at a time in this thread (FFmpeg keeps its default slice threading, which does nothing
-for these single-slice streams). The variants run side by side: each repeat times every variant on
-all clips, in a rotated order, and the table reports the median over repeats of wall-clock
-clips/s, plus CPU time per clip (process time: less sensitive to other jobs on a busy machine).
+for these single-slice streams). The variants run side by side: in each repeat every clip runs
+every variant back to back, in an order rotated per clip, and the table reports the median over
+repeats of wall-clock clips/s, plus CPU time per clip (process time, FFmpeg's threads included:
+less sensitive to other jobs on a busy machine). Ratios are medians of per-repeat ratios.
 Ends with ONE JSON line holding every number, the ratio (c)/(a) (target >= 0.90) and the mask's
 ms/clip (target <= 0.1).
 """
@@ -67,14 +68,6 @@ def _variants(rng: np.random.Generator) -> dict[str, Callable]:
   }
 
 
-def _time_pass(fn, clips) -> tuple[float, float]:
-  """(wall s, CPU s) for one pass of `fn` over all clips."""
-  wall, cpu = time.perf_counter(), time.process_time()
-  for path, indices in clips:
-    fn(path, indices)
-  return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def _bench_stride(paths: list[pathlib.Path], stride: int, rng: np.random.Generator) -> dict:
   span = (NUM_SAMPLES - 1) * stride + 1
   starts = rng.integers(0, _VIDEO_FRAMES.value - span + 1, size=len(paths))
@@ -82,14 +75,25 @@ def _bench_stride(paths: list[pathlib.Path], stride: int, rng: np.random.Generat
   variants = _variants(rng)
   names = list(variants)
   for name in names:  # warm-up: page cache, imports, allocator
-    _time_pass(variants[name], clips[:2])
+    for path, indices in clips[:2]:
+      variants[name](path, indices)
+  # Side by side: every clip runs every variant back to back (in an order rotated per clip and
+  # repeat), so that load changes on a shared machine hit all variants alike.
   wall = {n: [] for n in names}
   cpu = {n: [] for n in names}
   for r in range(_REPEATS.value):
-    for name in names[r % len(names):] + names[:r % len(names)]:
-      w, c = _time_pass(variants[name], clips)
-      wall[name].append(w)
-      cpu[name].append(c)
+    total_wall = dict.fromkeys(names, 0.0)
+    total_cpu = dict.fromkeys(names, 0.0)
+    for c, (path, indices) in enumerate(clips):
+      k = (r + c) % len(names)
+      for name in names[k:] + names[:k]:
+        w0, c0 = time.perf_counter(), time.process_time()
+        variants[name](path, indices)
+        total_wall[name] += time.perf_counter() - w0
+        total_cpu[name] += time.process_time() - c0
+    for name in names:
+      wall[name].append(total_wall[name])
+      cpu[name].append(total_cpu[name])
 
   # (e) mask alone, on precomputed motion.
   slots = [motion_lib.to_token_slots(decode.decode_clip(p, i, motion='mv').magnitude, TUBELET)
@@ -110,10 +114,15 @@ def _bench_stride(paths: list[pathlib.Path], stride: int, rng: np.random.Generat
                  'cpu_ms_per_clip': round(1e3 * statistics.median(cpu[name]) / n, 3)}
   out['e_mask_only'] = {'clips_per_s': round(n / statistics.median(mask_s), 1),
                         'ms_per_clip': round(1e3 * statistics.median(mask_s) / n, 4)}
-  a, c = out['a_decode_rgb'], out['c_vectors_mask']
-  out['ratio_c_over_a'] = round(c['clips_per_s'] / a['clips_per_s'], 3)
-  out['ratio_c_over_a_cpu'] = round(a['cpu_ms_per_clip'] / c['cpu_ms_per_clip'], 3)
-  out['ratio_d_over_a'] = round(out['d_frame_diff']['clips_per_s'] / a['clips_per_s'], 3)
+  # Throughput ratios: the median over repeats of each repeat's ratio (the variants of one
+  # repeat ran interleaved, so a load change affects both sides of a ratio alike).
+  def ratio(times, name):
+    return round(statistics.median(a / b for a, b in zip(times['a_decode_rgb'], times[name])), 3)
+
+  out['ratio_c_over_a'] = ratio(wall, 'c_vectors_mask')
+  out['ratio_c_over_a_cpu'] = ratio(cpu, 'c_vectors_mask')
+  out['ratio_b_over_a'] = ratio(wall, 'b_motion_vectors')
+  out['ratio_d_over_a'] = ratio(wall, 'd_frame_diff')
   out['mask_ms_per_clip'] = out['e_mask_only']['ms_per_clip']
   return out
 

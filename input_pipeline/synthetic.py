@@ -58,6 +58,8 @@ class SyntheticVideo:
     boxes: float32 [F, K, 4], (x0, y0, x1, y1) of each object in each frame, frame pixel coords
       (x1, y1 exclusive).
     velocities: float32 [K, 2], nominal (dx, dy) px/frame of each object before any bounce.
+    frame_velocities: float32 [F, K, 2], each object's (unrounded) velocity at each frame: the
+      nominal velocity with the signs flipped by the bounces so far.
     camera_pan: (px, py) px/frame the view window moves; the background moves by minus this.
     num_frames: F.
     height: frame height in pixels.
@@ -68,6 +70,7 @@ class SyntheticVideo:
   path: pathlib.Path
   boxes: np.ndarray
   velocities: np.ndarray
+  frame_velocities: np.ndarray
   camera_pan: tuple[float, float]
   num_frames: int
   height: int
@@ -109,11 +112,15 @@ def _object_texture(rng: np.random.Generator, height: int, width: int) -> np.nda
 
 
 def _bounce(start: np.ndarray, velocity: np.ndarray, span: np.ndarray, num_frames: int):
-  """Positions [F, K, 2] moving at `velocity` from `start` and reflecting inside [0, span]."""
+  """Moving at `velocity` from `start`, reflecting inside [0, span].
+
+  Returns:
+    positions [F, K, 2] and velocities [F, K, 2] (the velocity's signs flip at each reflection).
+  """
   t = np.arange(num_frames, dtype=np.float64)[:, None, None]
   span = np.maximum(span, 1e-6)
   m = np.mod(start + velocity * t, 2 * span)
-  return span - np.abs(m - span)
+  return span - np.abs(m - span), np.where(m < span, velocity, -velocity)
 
 
 def _encode(path: pathlib.Path, frames: np.ndarray, codec: str, fps: int,
@@ -197,7 +204,8 @@ def make_video(
   angle = rng.uniform(0, 2 * math.pi, size=num_objects)
   speed = rng.uniform(max_speed / 2, max_speed, size=num_objects)
   velocities = np.stack([speed * np.cos(angle), speed * np.sin(angle)], axis=-1)
-  positions = np.rint(_bounce(start, velocities, span, num_frames)).astype(np.intp)  # [F, K, 2]
+  exact, frame_velocities = _bounce(start, velocities, span, num_frames)
+  positions = np.rint(exact).astype(np.intp)  # [F, K, 2]
   for f in range(num_frames):
     for k, tex in enumerate(textures):
       x0, y0 = positions[f, k]
@@ -210,6 +218,7 @@ def make_video(
       path=path,
       boxes=boxes.reshape(num_frames, num_objects, 4),
       velocities=velocities.astype(np.float32).reshape(num_objects, 2),
+      frame_velocities=frame_velocities.astype(np.float32).reshape(num_frames, num_objects, 2),
       camera_pan=(float(pan[0]), float(pan[1])),
       num_frames=num_frames,
       height=height,
@@ -227,6 +236,22 @@ def direction_label(velocity: np.ndarray, num_classes: int = 8) -> int:
   return int(round(angle / (2 * math.pi / num_classes))) % num_classes
 
 
+def dominant_direction(video: SyntheticVideo, num_classes: int = 8) -> int:
+  """The direction class the video's largest object moves in for the most frames (0 if none).
+
+  Bounces flip the direction, so this is the most frequent `direction_label` of the object's
+  per-frame velocity (ties: the class seen first).
+  """
+  if video.boxes.shape[1] == 0:
+    return 0
+  box = video.boxes[0]
+  largest = int(np.argmax((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])))
+  labels = [direction_label(v, num_classes) for v in video.frame_velocities[:, largest]]
+  counts = np.bincount(labels, minlength=num_classes)
+  best = np.flatnonzero(counts == counts.max())
+  return int(min(best, key=labels.index))
+
+
 def make_dataset(
     root: str | os.PathLike[str],
     num_videos: int,
@@ -237,8 +262,8 @@ def make_dataset(
 ) -> pathlib.Path:
   """Writes `num_videos` synthetic videos under `root` plus a VideoMAE-format list file.
 
-  The list file has one `relative/path label` line per video (paths relative to `root`), where the
-  label is `direction_label` of the largest object's nominal velocity (8 classes). Video i uses
+  The list file has one `relative/path label` line per video (paths relative to `root`). The label
+  is the dominant direction of the largest object (`dominant_direction`, 8 classes). Video i uses
   seed `seed * 1_000_003 + i`, so data sets with different seeds do not share videos.
 
   Args:
@@ -257,13 +282,7 @@ def make_dataset(
   for i in range(num_videos):
     video = make_video(root / "videos" / f"video_{i:05d}", seed=seed * 1_000_003 + i,
                        **make_video_kwargs)
-    if video.velocities.shape[0]:
-      box = video.boxes[0]
-      largest = int(np.argmax((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])))
-      label = direction_label(video.velocities[largest])
-    else:
-      label = 0
-    lines.append(f"{video.path.relative_to(root).as_posix()} {label}\n")
+    lines.append(f"{video.path.relative_to(root).as_posix()} {dominant_direction(video)}\n")
   list_path = root / list_name
   list_path.write_text("".join(lines))
   return list_path

@@ -15,6 +15,11 @@ from input_pipeline import synthetic
 GOP = 16  # keyframe interval of the fixtures (`g=16`)
 
 
+def _frame_types(path) -> str:
+  with av.open(str(path)) as container:
+    return "".join("?IPB"[int(f.pict_type)] for f in container.decode(video=0))
+
+
 def _all_frames(path) -> np.ndarray:
   """Reference: every frame of the file, decoded sequentially without seeking."""
   with av.open(str(path)) as container:
@@ -159,6 +164,18 @@ class TestVectorAccuracy:
     pairs = _object_velocities(mpeg4_video, clip, 2)
     good = [np.linalg.norm(e - t) <= 0.25 * np.linalg.norm(t) for e, t in pairs]
     assert len(pairs) >= 4 and np.mean(good) >= 0.75
+
+
+  def test_mpeg4_b_frames_count_as_frames_without_vectors(self, tmp_path):
+    """FFmpeg exports all-zero vectors for MPEG-4 part 2 B-frames: they are filled instead."""
+    video = synthetic.make_video(tmp_path / "m4b", codec="mpeg4", num_frames=12, seed=2,
+                                 encoder_options={"bf": "2"})
+    types = _frame_types(video.path)
+    assert types.startswith("IBBP")
+    # Stride 1: one frame per interval. (The last frame, flushed out of the decoder at the end of
+    # the stream, comes without side data: left out.)
+    clip = decode.decode_clip(video.path, np.arange(1, 11))
+    np.testing.assert_array_equal(clip.has_vectors, [t == "P" for t in types[1:11]])
 
 
 class TestFill:

@@ -101,6 +101,21 @@ class TestFrameFlow:
     assert elapsed < 0.05, f"{elapsed * 1e3:.1f} ms for 21k blocks: not vectorised?"
 
 
+def test_frame_vectors_container():
+  frames = [None, _vectors((8, 8, 16, 16, -1, 4, 0)),
+            _vectors((8, 8, 16, 16, -1, 8, 0), (24, 8, 16, 16, -1, 12, 0))]
+  vectors = motion.FrameVectors.from_frames(frames)
+  np.testing.assert_array_equal(vectors.counts, [0, 1, 2])
+  np.testing.assert_array_equal(vectors.has_vectors, [False, True, True])
+  np.testing.assert_array_equal(vectors.vectors["motion_x"], [4, 8, 12])
+  dropped = vectors.without(np.array([False, True, False]))
+  np.testing.assert_array_equal(dropped.counts, [0, 0, 2])
+  np.testing.assert_array_equal(dropped.vectors["motion_x"], [8, 12])
+  weights = np.eye(3)
+  np.testing.assert_array_equal(motion.vectors_to_flow(vectors, weights, 16, 32),
+                                motion.vectors_to_flow(frames, weights, 16, 32))
+
+
 class TestIntervals:
 
   def test_accumulation_sums_every_frame_of_the_interval(self):

@@ -112,6 +112,34 @@ def test_direction_label(velocity, label):
   assert synthetic.direction_label(np.array(velocity, np.float32)) == label
 
 
+def test_frame_velocities_flip_at_bounces(h264_video):
+  video = h264_video
+  speed = np.abs(video.frame_velocities)
+  np.testing.assert_allclose(speed, np.broadcast_to(np.abs(video.velocities), speed.shape))
+  np.testing.assert_array_equal(video.frame_velocities[0], video.velocities)
+  # Over 8 frames without a bounce, the drawn boxes move by ~8 x the frame velocity.
+  for k in range(3):
+    signs = np.sign(video.frame_velocities[:, k])
+    for t in range(video.num_frames - 8):
+      if (signs[t:t + 9] == signs[t]).all():
+        moved = video.boxes[t + 8, k, :2] - video.boxes[t, k, :2]
+        np.testing.assert_allclose(moved, 8 * video.frame_velocities[t, k], atol=1.0)
+
+
+def test_dominant_direction():
+  frames = np.zeros((10, 2, 2), np.float32)
+  frames[:, 0] = (1.0, 0.0)  # the small object: right
+  frames[:4, 1] = (0.0, 2.0)  # the large object: down for 4 frames, then up for 6
+  frames[4:, 1] = (0.0, -2.0)
+  boxes = np.zeros((10, 2, 4), np.float32)
+  boxes[:, 0] = (0, 0, 10, 10)
+  boxes[:, 1] = (0, 0, 20, 20)
+  video = synthetic.SyntheticVideo(path=None, boxes=boxes, velocities=frames[0],
+                                   frame_velocities=frames, camera_pan=(0.0, 0.0), num_frames=10,
+                                   height=32, width=32, codec="h264")
+  assert synthetic.dominant_direction(video) == 2  # up
+
+
 def test_make_dataset(tmp_path):
   list_path = synthetic.make_dataset(tmp_path / "data", 4, seed=2, num_frames=8, height=64,
                                      width=96, object_size=(16, 24))
@@ -122,7 +150,5 @@ def test_make_dataset(tmp_path):
     assert rel == f"videos/video_{i:05d}.mp4" and (tmp_path / "data" / rel).is_file()
     video = synthetic.make_video(tmp_path / "again", num_frames=8, height=64, width=96,
                                  object_size=(16, 24), seed=2 * 1_000_003 + i)
-    box = video.boxes[0]
-    largest = np.argmax((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))
-    assert int(label) == synthetic.direction_label(video.velocities[largest])
+    assert int(label) == synthetic.dominant_direction(video)
   assert decode.probe(tmp_path / "data" / lines[0].split()[0]).num_frames == 8
