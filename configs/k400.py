@@ -4,6 +4,12 @@ ViT-B, 16 frames at stride 4, 224x224, motion-guided masks at ratio 0.75, AdamW 
 base lr 1.5e-4 x global batch / 256, weight decay 0.05, batch 512, 40 warmup epochs, cosine
 decay, horizontal flip, multi-scale crop.
 
+    python launch/prepare_data.py --dataset=k400 --src=/data/k400 --out=/data/k400_prepared
+    python launch/main.py --config=configs/k400.py --workdir=/tmp/mgm_k400 \
+        --config.data.source=prepared --config.data.prepared_dir=/data/k400_prepared
+
+  or with a VideoMAE list file:
+
     python launch/main.py --config=configs/k400.py --workdir=/tmp/mgm_k400 \
         --config.data.list_file=/data/k400/train.txt --config.data.root=/data/k400/videos
 
@@ -34,8 +40,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict(dict(norm_pix=True))
 
   config.data = ml_collections.ConfigDict(dict(
-      source="list",  # list: a VideoMAE list file; synthetic: generated videos
+      # prepared: ArrayRecord shards from launch/prepare_data.py (prepared_dir); raw: the data
+      # set's own annotations under root, decoded on the fly; list: a VideoMAE list file;
+      # synthetic: generated videos.
+      source="list",
       list_file="", root="",  # root: directory the list's relative paths start from
+      prepared_dir="", dataset="k400", split="train", fold=1,
       num_train_videos=240000,  # K400 train split, about; set your download's count
       num_synthetic_videos=0,
       stride=4, scales=(1.0, 0.875, 0.75, 0.66), flip=True,

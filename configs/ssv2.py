@@ -4,6 +4,12 @@ ViT-B, 16 frames at stride 2, 224x224, motion-guided masks at ratio 0.75, AdamW 
 base lr 1.5e-4 x global batch / 256, weight decay 0.05, batch 512, 40 warmup epochs, cosine
 decay, no flip (SSv2 labels depend on left/right), multi-scale crop.
 
+    python launch/prepare_data.py --dataset=ssv2 --src=/data/ssv2 --out=/data/ssv2_prepared
+    python launch/main.py --config=configs/ssv2.py --workdir=/tmp/mgm_ssv2 \
+        --config.data.source=prepared --config.data.prepared_dir=/data/ssv2_prepared
+
+  or with a VideoMAE list file:
+
     python launch/main.py --config=configs/ssv2.py --workdir=/tmp/mgm_ssv2 \
         --config.data.list_file=/data/ssv2/train.txt --config.data.root=/data/ssv2/videos
 
@@ -34,8 +40,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict(dict(norm_pix=True))
 
   config.data = ml_collections.ConfigDict(dict(
-      source="list",  # list: a VideoMAE list file; synthetic: generated videos
+      # prepared: ArrayRecord shards from launch/prepare_data.py (prepared_dir); raw: the data
+      # set's own annotations under root, decoded on the fly; list: a VideoMAE list file;
+      # synthetic: generated videos.
+      source="list",
       list_file="", root="",  # root: directory the list's relative paths start from
+      prepared_dir="", dataset="ssv2", split="train", fold=1,
       num_train_videos=168913,  # SSv2 train split; sets the epoch length
       num_synthetic_videos=0,
       stride=2, scales=(1.0, 0.875, 0.75, 0.66), flip=False,

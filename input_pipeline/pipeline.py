@@ -55,22 +55,39 @@ class ClipSpec:
 
 
 class LoadClip(grain.transforms.RandomMap):
-  """Record {"path", "label"} -> {"frames", "mask", "label"}, or a failure marker."""
+  """Record -> {"frames", "mask", "label"}, or a failure marker.
+
+  A record is {"path", "label"} (a file) or {"video": bytes, "name", "label", ["num_frames"]}
+  (an encoded file from prepared shards).
+  """
 
   def __init__(self, spec: ClipSpec):
     self.spec = spec
+    self._warned_fallback = False
+    # Frame counts of files already probed: from the second epoch on, a clip opens its file once.
+    self._frame_counts: dict[str, int] = {}
 
   def random_map(self, record: dict, rng: np.random.Generator) -> dict:
     spec = self.spec
-    path = record["path"]
+    source = record["video"] if "video" in record else record["path"]
+    name = record.get("name")
     try:
-      num = record.get("num_frames") or decode.probe(path).num_frames
+      num = record.get("num_frames") or self._frame_counts.get(record.get("path"))
+      if not num:
+        num = decode.probe(source, name=name).num_frames
+        if "path" in record:
+          self._frame_counts[record["path"]] = num
       indices = sampling.sample_frame_indices(num, spec.num_frames, spec.stride, rng,
                                               mode="random" if spec.train else "center")
-      clip = decode.decode_clip(path, indices, motion=spec.motion,
+      clip = decode.decode_clip(source, indices, motion=spec.motion, name=name,
                                 compensate_camera=spec.compensate_camera, pad_short=True)
     except decode.VideoDecodeError as e:
       return {"failed": str(e)}
+    if (spec.motion == "auto" and clip.motion_source != "mv" and not self._warned_fallback):
+      self._warned_fallback = True  # once per process (worker): the data set needs preparing
+      _log.warning("%s has no codec motion vectors: using luma frame differences (logged once; "
+                   "launch/prepare_data.py transcodes a data set to H.264 with vectors)",
+                   clip.name)
     frames, masks = [], []
     for _ in range(spec.repeats):
       view = (transforms.multi_scale_crop(clip, spec.size, rng, scales=spec.scales)

@@ -1,4 +1,7 @@
-"""Where videos come from: random-access sources of {"path", "label"} records for grain.
+"""Where videos come from: random-access sources of video records for grain.
+
+Records are {"path", "label"} (a file to decode) or {"video", "name", "label", "num_frames"}
+(the encoded bytes, from prepared ArrayRecord shards: `PreparedSource`).
 
 `ListSource` reads the VideoMAE annotation format: one video per line, `relative/path label`
 (whitespace separated; a path may contain spaces, the label is the last field). Paths are taken
@@ -61,3 +64,50 @@ def synthetic_source(root: str | os.PathLike, num_videos: int, *, seed: int = 0,
     os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
     os.replace(partial, root)
   return ListSource(list_file, root)
+
+
+class PreparedSource:
+  """grain random-access source over the ArrayRecord shards `prepare.py` wrote.
+
+  `prepared_dir` is the `--out` of launch/prepare_data.py (or the versioned data set folder
+  itself); `dataset` picks the data set under it when it holds several.
+  """
+
+  def __init__(self, prepared_dir: str | os.PathLike, split: str = "train",
+               dataset: str | None = None):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    from input_pipeline import tfds_builder  # pylint: disable=g-import-not-at-top
+    self.directory = _dataset_directory(os.fspath(prepared_dir), dataset, tfds_builder)
+    self.split = split
+    builder = tfds.builder_from_directory(self.directory)
+    self.class_names = builder.info.features["label"].names
+    self._source = builder.as_data_source(split=split)
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict:
+    example = self._source[index]
+    name = example["name"]
+    return {"video": example["video"], "label": int(example["label"]),
+            "name": name.decode() if isinstance(name, bytes) else str(name),
+            "num_frames": int(example["num_frames"])}
+
+  def __repr__(self) -> str:
+    return f"PreparedSource({self.directory!r}, {self.split}, {len(self)} videos)"
+
+
+def _dataset_directory(prepared_dir: str, dataset: str | None, tfds_builder) -> str:
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  root = epath.Path(prepared_dir)
+  if (root / "dataset_info.json").exists():
+    return os.fspath(root)
+  base = root / tfds_builder.NAME
+  names = [dataset] if dataset else sorted(p.name for p in base.iterdir()) if base.exists() else []
+  found = [base / n / tfds_builder.VERSION for n in names
+           if (base / n / tfds_builder.VERSION / "dataset_info.json").exists()]
+  if len(found) != 1:
+    raise FileNotFoundError(
+        f"{prepared_dir}: expected one prepared data set under {base} (dataset={dataset!r}), "
+        f"found {[os.fspath(f) for f in found]}; run launch/prepare_data.py first")
+  return os.fspath(found[0])

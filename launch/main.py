@@ -5,10 +5,15 @@ r"""Pretrains a video MAE with motion-guided masks.
         --config.data.list_file=... --config.mask.strategy=mgm --config.model.size=B
 
 Started as several processes (one per host or GPU group), it initialises `jax.distributed` from
-the flags below or from the environment JAX understands (TPU pods and SLURM need no flags).
+the flags below, or with no flags from the environment JAX's cluster detection understands
+(Cloud TPU pod slices, SLURM `srun`, Open MPI): see launch/tpu_pod.sh and launch/slurm_gpu.sbatch.
+`--distributed=auto` (default) initialises when the flags or such an environment say the job has
+several processes; `yes` always (e.g. a single-host TPU slice started with gcloud --worker=all);
+`no` never. Every process loads its share of each global batch; only process 0 writes metrics.
 """
 
 import logging as pylogging
+import os
 
 from absl import app
 from absl import flags
@@ -25,6 +30,8 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for multi-process runs.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "yes", "no"],
+                                 "Initialise jax.distributed: auto = when several processes.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -35,16 +42,42 @@ class _QuietOrbax(pylogging.Filter):
     return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
 
 
+def _cluster_has_several_processes() -> bool:
+  """Whether a scheduler JAX auto-detects started this as one of several processes."""
+  env = os.environ
+  if int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1:
+    return True
+  if int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
+    return True
+  return "," in env.get("TPU_WORKER_HOSTNAMES", "")  # multi-host Cloud TPU slice
+
+
+def initialize_distributed(mode: str = "auto", coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> bool:
+  """Calls `jax.distributed.initialize` if `mode` and the environment say so; returns whether."""
+  explicit = bool(num_processes and num_processes > 1)
+  if mode == "no" or (mode == "auto" and not explicit and not _cluster_has_several_processes()):
+    return False
+  # CPU processes need a collectives backend to run cross-process computations (tests, CPU
+  # clusters); GPUs and TPUs ignore this setting.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
+  return True
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  if _NUM_PROCESSES.value and _NUM_PROCESSES.value > 1:
-    jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+  initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                         _PROCESS_ID.value)
   logging.info("JAX %s: process %d of %d, %d local / %d global devices (%s)", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.default_backend())
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)  # one log stream: process 0's (warnings from all)
   train.train(_CONFIG.value, _WORKDIR.value)
 
 

@@ -9,6 +9,7 @@ A run directory (the trainer's `workdir`) holds `config.json` (the run's ConfigD
     feats = inference.features(run, frames)             # uint8 [B, T, H, W, 3] -> [B, N, D]
     pred = inference.reconstruct(run, frames, mask)     # mask bool [B, t, h, w] -> [B, Nm, 1536]
     run.model, run.config, run.step                     # nnx MaskedAutoencoder, ConfigDict, int
+    inference.save(workdir, config, params, step=0)     # a run to start training from
 
 The model is rebuilt for inference: drop path is off (`model.config.drop_path_rate == 0`), which
 changes no parameter. `run.config` is the config exactly as trained.
@@ -103,6 +104,43 @@ def load(workdir: str | os.PathLike, step: int | None = None) -> Loaded:
   if leftover:
     raise ValueError(f'checkpoint left variables unset: {leftover[:5]}')
   return Loaded(model=model, config=config, step=int(step))
+
+
+def save(workdir: str | os.PathLike, config: ml_collections.ConfigDict, params,
+         step: int = 0) -> str:
+  """Writes a run the trainer resumes from: config.json + checkpoints/<step> (fresh optimizer).
+
+  The inverse of `load`: `params` (our pure-dict layout, e.g. from `mgm_jax.export`) must fit
+  `config.model`. The checkpoint holds "state" {"step", "params", "opt_state"} exactly as the
+  trainer saves it, with the optimizer state of `config.optim` freshly initialised and no data
+  iterator state (a run started from it begins its data stream at the start).
+  """
+  workdir = os.path.abspath(os.fspath(workdir))
+  model_cfg = model_config_from(config.model)
+  abstract = abstract_train_state(config, model_cfg)
+  model = nnx.eval_shape(lambda: model_lib.MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(0)))
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+  nnx.update(model, state)
+  schedule = optim.make_schedule(config.optim, config.batch_size, 1, 1)
+  train_state = train_step_lib.init_state(model, optim.make_optimizer(config.optim, schedule))
+  train_state['step'] = jnp.asarray(step, jnp.int32)
+  jax.tree.map(lambda a, s: _check_leaf(a, s), train_state, abstract)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+    f.write(config.to_json(indent=2))
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False)
+  try:
+    ckpt.save(step, train_state, force=True)
+  finally:
+    ckpt.close()
+  return workdir
+
+
+def _check_leaf(array, abstract) -> None:
+  if array.shape != abstract.shape or array.dtype != abstract.dtype:
+    raise ValueError(f'train state leaf {array.shape} {array.dtype} != the trainer\'s '
+                     f'{abstract.shape} {abstract.dtype}')
 
 
 @nnx.jit

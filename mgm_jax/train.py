@@ -17,6 +17,7 @@ import jax
 from absl import logging
 from flax import nnx
 
+from input_pipeline import datasets
 from input_pipeline import pipeline
 from input_pipeline import sources
 from mgm_jax import checkpoint as checkpoint_lib
@@ -40,11 +41,22 @@ class SkippedVideosError(RuntimeError):
 
 
 def make_source(config, workdir: str):
+  """config.data.source: synthetic | list (VideoMAE list file) | prepared (ArrayRecord shards
+  from launch/prepare_data.py) | raw (a data set's own annotations, decoded on the fly)."""
   d = config.data
   if d.source == "synthetic":
     root = d.root or os.path.join(workdir, "synthetic_videos")
     return sources.synthetic_source(root, d.num_synthetic_videos, seed=config.seed,
                                     **dict(d.get("synthetic", {})))
+  if d.source == "prepared":
+    return sources.PreparedSource(d.prepared_dir, d.get("split", "train"),
+                                  d.get("dataset") or None)
+  if d.source == "raw":
+    index = datasets.load(d.dataset, d.root, d.get("split", "train"), fold=d.get("fold", 1))
+    if index.missing:
+      logging.warning("%s: %d listed videos are missing, e.g. %s", index.summary(),
+                      len(index.missing), index.missing[:5])
+    return datasets.IndexSource(index)
   return sources.ListSource(d.list_file, d.root or None)
 
 

@@ -40,10 +40,14 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
     fail("mask.ratio", f"{config.mask.ratio} must lie in (0, 1)")
 
   d = config.data
-  if d.source not in ("list", "synthetic"):
-    fail("data.source", f"{d.source!r}; choose list or synthetic")
+  if d.source not in ("list", "synthetic", "prepared", "raw"):
+    fail("data.source", f"{d.source!r}; choose list, synthetic, prepared or raw")
   if d.source == "list" and not d.list_file:
     fail("data.list_file", "is empty; point it at a VideoMAE list file ('path label' lines)")
+  if d.source == "prepared" and not d.get("prepared_dir"):
+    fail("data.prepared_dir", "is empty; point it at the --out of launch/prepare_data.py")
+  if d.source == "raw" and not (d.get("dataset") and d.root):
+    fail("data.dataset", "raw needs data.dataset (ssv2, k400, ...) and data.root")
   if d.motion not in ("mv", "frame_diff", "auto"):
     fail("data.motion", f"{d.motion!r}; choose mv, frame_diff or auto")
   if d.stride < 1:

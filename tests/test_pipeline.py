@@ -121,3 +121,17 @@ def test_annotation_errors_name_file_and_line(tmp_path):
 def test_per_process_batch_must_hold_whole_repeats(source):
   with pytest.raises(ValueError, match="repeats"):
     pipeline.make_dataset(source, SPEC, batch_size=3, seed=0)
+
+
+def test_each_file_is_probed_once_across_epochs(source, monkeypatch):
+  from input_pipeline import decode  # pylint: disable=g-import-not-at-top
+  calls = []
+  real_probe = decode.probe
+  monkeypatch.setattr(decode, "probe", lambda src, name=None: calls.append(src) or
+                      real_probe(src, name=name))
+  load = pipeline.LoadClip(SPEC)
+  rng = np.random.default_rng(0)
+  for _ in range(2):  # two epochs over the six videos
+    for i in range(len(source)):
+      assert "failed" not in load.random_map(source[i], rng)
+  assert sorted(calls) == sorted(source[i]["path"] for i in range(len(source)))

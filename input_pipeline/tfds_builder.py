@@ -1,0 +1,76 @@
+"""A tensorflow-datasets builder writing prepared videos as ArrayRecord shards (no TensorFlow).
+
+Each example: "video" (the encoded file's bytes), "name", "label" (ClassLabel with the data set's
+class names), "num_frames", "height", "width", "fps", "codec". One builder config per data set;
+the shards land in `{data_dir}/mgm_videos/{dataset}/1.0.0/` and are read back with
+`tfds.builder_from_directory(...).as_data_source(split)` (random access, see sources.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from input_pipeline import decode
+
+VERSION = "1.0.0"
+NAME = "mgm_videos"
+
+
+class MgmVideos(tfds.core.GeneratorBasedBuilder):
+  """Prepared videos: `splits` maps a split name to [(file, label, name), ...]."""
+
+  VERSION = tfds.core.Version(VERSION)
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n in
+                     ("ssv2", "k400", "ucf101", "hmdb51", "diving48", "list")]
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls):
+    # tfds locates a builder's package files (checksums, metadata) through importlib_resources,
+    # which is not installed without TensorFlow's extras; this builder downloads nothing.
+    return None
+
+  def __init__(self, *, splits=None, class_names=(), description="", **kwargs):
+    self._splits = splits or {}
+    self._class_names = list(class_names)
+    self._description = description
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self, description=self._description,
+        features=tfds.features.FeaturesDict({
+            "video": tfds.features.Tensor(shape=(), dtype=np.object_),  # encoded file bytes
+            "name": tfds.features.Text(),
+            "label": tfds.features.ClassLabel(names=self._class_names),
+            "num_frames": tfds.features.Scalar(dtype=np.int32),
+            "height": tfds.features.Scalar(dtype=np.int32),
+            "width": tfds.features.Scalar(dtype=np.int32),
+            "fps": tfds.features.Scalar(dtype=np.float32),
+            "codec": tfds.features.Text(),
+        }))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {split: self._generate_examples(items) for split, items in self._splits.items()}
+
+  def _generate_examples(self, items):
+    for path, label, name in items:
+      data = path.read_bytes()
+      info = decode.probe(data, name=name)
+      yield name, {"video": data, "name": name, "label": label,
+                   "num_frames": info.num_frames, "height": info.height, "width": info.width,
+                   "fps": info.fps, "codec": info.codec}
+
+
+def dataset_dir(data_dir, dataset: str):
+  import etils.epath  # pylint: disable=g-import-not-at-top
+  return etils.epath.Path(data_dir) / NAME / dataset / VERSION
+
+
+def build(data_dir, dataset: str, splits, class_names, description: str = "") -> None:
+  """Writes the shards (skipped by tfds if this data set's version is already complete)."""
+  builder = MgmVideos(config=dataset, data_dir=str(data_dir), file_format="array_record",
+                      splits=splits, class_names=class_names, description=description)
+  builder.download_and_prepare()

@@ -1,0 +1,50 @@
+r"""Prepares a video data set once: H.264 with motion vectors, then ArrayRecord shards.
+
+    python launch/prepare_data.py --dataset=ssv2 --src=/data/ssv2 --out=/data/ssv2_prepared \
+        --splits=train,validation --short_side=320 --gop=16 --workers=32
+
+Rerun the same command after an interruption: finished videos are not redone. Failures are
+listed in OUT/failures.jsonl and OUT/report.json (with the missing videos); they never stop the
+job. Train with `--config.data.source=prepared --config.data.prepared_dir=OUT`.
+See input_pipeline/datasets.py for the folder layout each data set is expected in.
+"""
+
+from absl import app
+from absl import flags
+
+from input_pipeline import datasets
+from input_pipeline import prepare
+from input_pipeline import transcode
+
+_DATASET = flags.DEFINE_enum("dataset", None, list(datasets.DATASETS), "Which data set.")
+_SRC = flags.DEFINE_string("src", None, "The downloaded data set (annotations + videos).")
+_OUT = flags.DEFINE_string("out", None, "Output folder (local or any etils.epath path).")
+_SPLITS = flags.DEFINE_list("splits", ["train"], "Splits to prepare (for --dataset=list: the "
+                            "list files).")
+_FOLD = flags.DEFINE_integer("fold", 1, "Official split number (UCF101, HMDB51).")
+_SHORT_SIDE = flags.DEFINE_integer("short_side", 320, "Short side of the transcoded videos.")
+_GOP = flags.DEFINE_integer("gop", 16, "Keyframe interval (frames).")
+_CRF = flags.DEFINE_integer("crf", 23, "x264 constant rate factor.")
+_PRESET = flags.DEFINE_string("preset", "veryfast", "x264 preset.")
+_COPY = flags.DEFINE_bool("copy_compatible", False,
+                          "Copy videos already in a motion-vector codec instead of re-encoding.")
+_WORKERS = flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
+_RETRY = flags.DEFINE_bool("retry_failed", False, "Try the videos that failed before again.")
+flags.mark_flags_as_required(["dataset", "src", "out"])
+
+
+def main(argv):
+  del argv
+  settings = transcode.Settings(short_side=_SHORT_SIDE.value, gop=_GOP.value, crf=_CRF.value,
+                                preset=_PRESET.value, copy_compatible=_COPY.value)
+  result = prepare.prepare(_DATASET.value, _SRC.value, _OUT.value, splits=tuple(_SPLITS.value),
+                           fold=_FOLD.value, settings=settings, workers=_WORKERS.value,
+                           retry_failed=_RETRY.value)
+  missing = sum(len(m) for m in result.missing.values())
+  print(f"{result.done} videos prepared ({result.copied} copied), {result.skipped} done before, "
+        f"{len(result.failed)} failed, {missing} missing; "
+        f"{result.videos_per_s_per_worker:.2f} videos/s per worker; see {_OUT.value}/report.json")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,355 @@
+"""Tests for mgm_jax.export / torch_io and the export/import CLIs: PyTorch gives our numbers.
+
+Shapes: `tiny` is the preset (16x64x64 clips, 8x4x4 = 128 tokens); ViT-B is the B preset at
+4x224x224 (2x14x14 = 392 tokens, batch 1; frames hold no parameters). Masks are MGM at ratio
+0.75 from a synthetic motion map (`torch_io.check_inputs`). Weights are NumPy-random, biases,
+q/v biases and LayerNorm scales included, so that any dropped or misplaced tensor shows.
+"""
+
+import dataclasses
+import math
+import sys
+
+from flax import nnx
+import jax
+import numpy as np
+import pytest
+
+from mgm_jax import export
+from mgm_jax import inference
+from mgm_jax import model as model_lib
+from mgm_jax import torch_io
+
+torch = pytest.importorskip('torch')
+transformers = pytest.importorskip('transformers')
+
+TOL = 1e-4
+CONFIGS = {
+    'tiny': model_lib.model_config('tiny'),
+    'B': model_lib.model_config('B', num_frames=4),
+}
+
+
+def _random_params(cfg, seed=0):
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = str(getattr(path[-1], 'key', path[-1]))
+    if name == 'scale':
+      return (1 + 0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
+    if name == 'kernel':
+      fan_in = math.prod(leaf.shape[:-1])
+      return (rng.standard_normal(leaf.shape) / math.sqrt(fan_in)).astype(np.float32)
+    return (0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, export.abstract_params(cfg))
+
+
+@pytest.fixture(scope='module', params=list(CONFIGS))
+def case(request):
+  """(size, cfg, params, our model, inputs (video, mask, num_masked), our outputs)."""
+  cfg = CONFIGS[request.param]
+  params = _random_params(cfg)
+  model = torch_io.build_model(params, cfg)
+  inputs = torch_io.check_inputs(cfg, seed=1)
+  feats, pred = torch_io.jax_outputs(model, *inputs)
+  return request.param, cfg, params, model, inputs, (feats, pred)
+
+
+# ---------------------------------------------------------------------------------------------
+# An independent official-layout VideoMAE (modeling_pretrain.py as documented in NOTES.md).
+
+
+def _sinusoid(n, d):
+  j = np.arange(d)
+  table = np.arange(n)[:, None] / np.power(10000, 2 * (j // 2) / d)[None]
+  table[:, 0::2], table[:, 1::2] = np.sin(table[:, 0::2]), np.cos(table[:, 1::2])
+  return torch.tensor(table, dtype=torch.float32)[None]
+
+
+class _Attention(torch.nn.Module):
+
+  def __init__(self, dim, heads):
+    super().__init__()
+    self.heads, self.scale = heads, (dim // heads) ** -0.5
+    self.qkv = torch.nn.Linear(dim, 3 * dim, bias=False)
+    self.q_bias = torch.nn.Parameter(torch.zeros(dim))
+    self.v_bias = torch.nn.Parameter(torch.zeros(dim))
+    self.proj = torch.nn.Linear(dim, dim)
+
+  def forward(self, x):
+    b, n, _ = x.shape
+    bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+    qkv = torch.nn.functional.linear(x, self.qkv.weight, bias)
+    q, k, v = qkv.reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+    attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+    return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+class _Mlp(torch.nn.Module):
+
+  def __init__(self, dim, hidden):
+    super().__init__()
+    self.fc1, self.act, self.fc2 = (torch.nn.Linear(dim, hidden), torch.nn.GELU(),
+                                    torch.nn.Linear(hidden, dim))
+
+  def forward(self, x):
+    return self.fc2(self.act(self.fc1(x)))
+
+
+class _Block(torch.nn.Module):
+
+  def __init__(self, dim, heads, ratio, eps):
+    super().__init__()
+    self.norm1, self.norm2 = torch.nn.LayerNorm(dim, eps=eps), torch.nn.LayerNorm(dim, eps=eps)
+    self.attn, self.mlp = _Attention(dim, heads), _Mlp(dim, int(dim * ratio))
+
+  def forward(self, x):
+    x = x + self.attn(self.norm1(x))
+    return x + self.mlp(self.norm2(x))
+
+
+class _PatchEmbed(torch.nn.Module):
+
+  def __init__(self, cfg):
+    super().__init__()
+    kernel = (cfg.tubelet, cfg.patch, cfg.patch)
+    self.proj = torch.nn.Conv3d(cfg.in_chans, cfg.encoder_dim, kernel_size=kernel, stride=kernel)
+
+  def forward(self, x):  # [B, C, T, H, W]
+    return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class _Encoder(torch.nn.Module):
+
+  def __init__(self, cfg):
+    super().__init__()
+    d, eps = cfg.encoder_dim, cfg.layer_norm_eps
+    self.patch_embed = _PatchEmbed(cfg)
+    self.pos_embed = _sinusoid(cfg.num_patches, d)  # not a parameter
+    self.blocks = torch.nn.ModuleList(
+        [_Block(d, cfg.encoder_heads, cfg.mlp_ratio, eps) for _ in range(cfg.encoder_depth)])
+    self.norm = torch.nn.LayerNorm(d, eps=eps)
+
+  def forward(self, x, mask):
+    x = self.patch_embed(x) + self.pos_embed
+    b, _, c = x.shape
+    x = x[~mask].reshape(b, -1, c)
+    for blk in self.blocks:
+      x = blk(x)
+    return self.norm(x)
+
+
+class _Decoder(torch.nn.Module):
+
+  def __init__(self, cfg):
+    super().__init__()
+    d, eps = cfg.decoder_dim, cfg.layer_norm_eps
+    self.blocks = torch.nn.ModuleList(
+        [_Block(d, cfg.decoder_heads, cfg.mlp_ratio, eps) for _ in range(cfg.decoder_depth)])
+    self.norm = torch.nn.LayerNorm(d, eps=eps)
+    self.head = torch.nn.Linear(d, cfg.patch_dim)
+
+  def forward(self, x, return_token_num):
+    for blk in self.blocks:
+      x = blk(x)
+    return self.head(self.norm(x[:, -return_token_num:]))
+
+
+class OfficialPretrainVideoMAE(torch.nn.Module):
+  """PretrainVisionTransformer of MCG-NJU/VideoMAE (no layer scale, fixed sin-cos tables)."""
+
+  def __init__(self, cfg):
+    super().__init__()
+    self.encoder, self.decoder = _Encoder(cfg), _Decoder(cfg)
+    self.encoder_to_decoder = torch.nn.Linear(cfg.encoder_dim, cfg.decoder_dim, bias=False)
+    self.mask_token = torch.nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))
+    self.pos_embed = _sinusoid(cfg.num_patches, cfg.decoder_dim)
+
+  def forward(self, x, mask):
+    """x [B, C, T, H, W], mask bool [B, N] -> (visible features, masked predictions)."""
+    feats = self.encoder(x, mask)
+    x_vis = self.encoder_to_decoder(feats)
+    b, _, c = x_vis.shape
+    pos = self.pos_embed.expand(b, -1, -1)
+    pos_vis, pos_mask = pos[~mask].reshape(b, -1, c), pos[mask].reshape(b, -1, c)
+    x_full = torch.cat([x_vis + pos_vis, self.mask_token + pos_mask], dim=1)
+    return feats, self.decoder(x_full, pos_mask.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers: HF transformers and the official layout compute what we compute.
+
+
+def _torch_input(video):
+  """[B, T, H, W, C] -> HF's [B, T, C, H, W]."""
+  return torch.from_numpy(np.ascontiguousarray(video.transpose(0, 1, 4, 2, 3)))
+
+
+def test_hf_export_loads_strictly_and_matches(case, tmp_path):
+  size, cfg, params, model, (video, mask, _), (feats, pred) = case
+  torch_io.save_hf(params, cfg, True, tmp_path)
+  hf, info = transformers.VideoMAEForPreTraining.from_pretrained(tmp_path,
+                                                                 output_loading_info=True)
+  assert {k: list(v) for k, v in info.items()} == {
+      'missing_keys': [], 'unexpected_keys': [], 'mismatched_keys': [], 'error_msgs': []}
+  hf.eval()
+  assert hf.config.norm_pix_loss and hf.config.layer_norm_eps == cfg.layer_norm_eps
+  hf_feats, hf_pred_as_loaded = torch_io.hf_outputs(hf, video, mask)
+  hf.decoder.norm.eps = cfg.layer_norm_eps  # HF hard-codes 1e-5 there (documented)
+  _, hf_pred = torch_io.hf_outputs(hf, video, mask)
+  diffs = dict(features=np.abs(feats - hf_feats).max(), predictions=np.abs(pred - hf_pred).max(),
+               as_loaded=np.abs(pred - hf_pred_as_loaded).max())
+  print(f'HF {size}: {diffs}')
+  assert diffs['features'] < TOL and diffs['predictions'] < TOL, diffs
+  assert diffs['as_loaded'] < 1e-3, diffs  # the eps 1e-5 vs 1e-6 effect: small, not zero
+
+  enc, info = transformers.VideoMAEModel.from_pretrained(tmp_path, output_loading_info=True)
+  pretraining_only = sorted(k for k in export.hf_names(cfg) if not k.startswith('videomae.'))
+  assert sorted(info['unexpected_keys']) == pretraining_only
+  assert not info['missing_keys'] and not info['mismatched_keys']
+  with torch.no_grad():
+    all_feats = enc.eval()(_torch_input(video)).last_hidden_state.numpy()
+  ours = np.asarray(nnx.jit(lambda m, v: m.encode(v))(model, video))
+  assert np.abs(all_feats - ours).max() < TOL
+
+
+def test_official_export_matches_independent_module(case, tmp_path):
+  size, cfg, params, _, (video, mask, _), (feats, pred) = case
+  paths = torch_io.save_videomae(params, cfg, tmp_path)
+  checkpoint = torch.load(paths['pth'], map_location='cpu', weights_only=True)
+  assert list(checkpoint) == ['model']
+  assert all(isinstance(v, torch.Tensor) for v in checkpoint['model'].values())
+  official = OfficialPretrainVideoMAE(cfg).eval()
+  official.load_state_dict(checkpoint['model'], strict=True)
+  with torch.no_grad():
+    x = torch.from_numpy(np.ascontiguousarray(video.transpose(0, 4, 1, 2, 3)))  # B C T H W
+    got_feats, got_pred = official(x, torch.from_numpy(mask))
+  diffs = dict(features=np.abs(feats - got_feats.numpy()).max(),
+               predictions=np.abs(pred - got_pred.numpy()).max())
+  print(f'official {size}: {diffs}')
+  assert diffs['features'] < TOL and diffs['predictions'] < TOL, diffs
+  from_st = torch_io.load_videomae(paths['safetensors'])
+  for k, v in checkpoint['model'].items():
+    np.testing.assert_array_equal(from_st[k], v.numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# Round trips and strictness (tiny only: the mapping does not depend on the size).
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  cfg = CONFIGS['tiny']
+  return cfg, _random_params(cfg, seed=3)
+
+
+def _assert_same(a, b):
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+
+
+def test_round_trips_are_bit_exact(tiny, tmp_path):
+  cfg, params = tiny
+  sd = export.to_videomae_state_dict(params)
+  _assert_same(export.from_videomae_state_dict(sd, cfg), params)
+  _assert_same(export.from_hf_state_dict(export.to_hf_state_dict(params, cfg), cfg), params)
+  paths = torch_io.save_videomae(params, cfg, tmp_path / 'official')
+  for path in paths.values():
+    _assert_same(export.from_videomae_state_dict(torch_io.load_videomae(path), cfg), params)
+  torch_io.save_hf(params, cfg, False, tmp_path / 'hf')
+  hf_sd, hf_cfg = torch_io.load_hf(tmp_path / 'hf')
+  assert export.model_config_from_hf(hf_cfg) == cfg and hf_cfg['norm_pix_loss'] is False
+  _assert_same(export.from_hf_state_dict(hf_sd, cfg), params)
+
+
+def test_official_names_and_shapes(tiny):
+  cfg, params = tiny
+  sd = export.to_videomae_state_dict(params)
+  assert sd['encoder.patch_embed.proj.weight'].shape == (128, 3, 2, 16, 16)
+  assert sd['encoder.blocks.3.attn.qkv.weight'].shape == (384, 128)
+  assert sd['encoder.blocks.0.attn.q_bias'].shape == (128,)
+  assert sd['decoder.blocks.1.attn.v_bias'].shape == (64,)
+  assert sd['encoder_to_decoder.weight'].shape == (64, 128)
+  assert sd['mask_token'].shape == (1, 1, 64)
+  assert sd['decoder.head.weight'].shape == (1536, 64)
+  assert sd['encoder.norm.weight'].shape == (128,)
+  assert not any('qkv.bias' in k or k.endswith('kernel') or 'scale' in k for k in sd)
+  assert export.model_config_from_videomae(sd, img_size=(64, 64)) == cfg
+  assert export.official_shapes(cfg) == {k: v.shape for k, v in sd.items()}
+
+
+def test_hf_names_are_those_of_installed_transformers(tiny):
+  cfg, _ = tiny
+  want = torch_io.hf_expected_shapes(export.hf_config(cfg, True))
+  assert sorted(export.hf_names(cfg)) == sorted(want)
+  assert 'videomae.encoder.layer.0.attention.attention.query.bias' in want
+  assert 'videomae.encoder.layer.0.attention.attention.key.bias' not in want
+
+
+@pytest.mark.parametrize('fmt', ['videomae', 'hf'])
+def test_missing_unexpected_and_misshaped_keys_are_named(tiny, fmt):
+  cfg, params = tiny
+  if fmt == 'videomae':
+    sd, load = export.to_videomae_state_dict(params), export.from_videomae_state_dict
+    victim = 'decoder.blocks.1.attn.v_bias'
+  else:
+    sd = export.to_hf_state_dict(params, cfg)
+    load = export.from_hf_state_dict
+    victim = 'decoder.decoder_layers.1.attention.attention.value.bias'
+  missing = {k: v for k, v in sd.items() if k != victim}
+  with pytest.raises(KeyError, match=victim.replace('.', r'\.')):
+    load(missing, cfg)
+  with pytest.raises(KeyError, match='encoder.blocks.0.attn.k_bias'):
+    load({**sd, 'encoder.blocks.0.attn.k_bias': np.zeros(128, np.float32)}, cfg)
+  with pytest.raises(ValueError, match=victim.replace('.', r'\.')):
+    load({**sd, victim: np.zeros(65, np.float32)}, cfg)
+  with pytest.raises(KeyError, match='missing keys'):  # a different architecture
+    load(sd, dataclasses.replace(cfg, encoder_depth=5))
+
+
+def test_hf_legacy_q_v_bias_names_are_read_not_dropped(tiny):
+  cfg, params = tiny
+  legacy = {k.replace('attention.attention.query.bias', 'attention.attention.q_bias')
+             .replace('attention.attention.value.bias', 'attention.attention.v_bias'): v
+            for k, v in export.to_hf_state_dict(params, cfg).items()}
+  assert 'videomae.encoder.layer.0.attention.attention.q_bias' in legacy
+  _assert_same(export.from_hf_state_dict(legacy, cfg), params)
+
+
+def test_hf_check_names_the_key_transformers_would_not_load(tiny):
+  cfg, params = tiny
+  sd = export.to_hf_state_dict(params, cfg)
+  sd['videomae.encoder.layer.0.attention.attention.key.bias'] = np.zeros(128, np.float32)
+  with pytest.raises(KeyError, match=r'key\.bias'):
+    torch_io.check_hf_state_dict(sd, export.hf_config(cfg, True))
+
+
+# ---------------------------------------------------------------------------------------------
+# The command lines: a run -> PyTorch (checked) -> a run the trainer restores, bit-exact.
+
+
+def test_export_and_import_commands(tmp_path, capsys):
+  sys.path.insert(0, 'launch')
+  try:
+    import export_torch  # pylint: disable=g-import-not-at-top
+    import import_torch  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.remove('launch')
+  config = import_torch.load_config('configs/demo.py')
+  cfg = inference.model_config_from(config.model)
+  params = _random_params(cfg, seed=4)
+  inference.save(tmp_path / 'run', config, params, step=3)
+  for fmt, src in (('hf', 'hf'), ('videomae', 'videomae/videomae_pretrain.pth')):
+    assert export_torch.main(['--workdir', str(tmp_path / 'run'), '--out',
+                              str(tmp_path / fmt), '--format', fmt]) == 0
+    out = capsys.readouterr().out
+    assert 'step 3' in out and 'encoder features' in out
+    diff = float(out.split('encoder features ')[1].split(',')[0])
+    assert diff < TOL
+    assert import_torch.main(['--src', str(tmp_path / src), '--format', fmt, '--out',
+                              str(tmp_path / f'back_{fmt}'), '--config', 'configs/demo.py']) == 0
+    back = inference.load(tmp_path / f'back_{fmt}')
+    assert back.step == 0 and back.config.model.to_dict() == config.model.to_dict()
+    _assert_same(nnx.to_pure_dict(nnx.state(back.model, nnx.Param)),
+                 params)

@@ -1,0 +1,201 @@
+"""Data set adapters, preparation (transcode -> ArrayRecord shards, resumable) and reading back.
+
+Tiny fake SSv2 / Kinetics-400 / UCF101 trees: annotation files in the real formats, generated
+videos (SSv2 as VP9 WebM, as shipped), one broken file and one missing video each.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from input_pipeline import datasets
+from input_pipeline import decode
+from input_pipeline import pipeline
+from input_pipeline import prepare
+from input_pipeline import sources
+from input_pipeline import synthetic
+from input_pipeline import transcode
+from mgm_jax import train
+from mgm_jax import validate
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+VIDEO = dict(num_frames=10, height=48, width=64, num_objects=2, object_size=(12, 20))
+SETTINGS = transcode.Settings(short_side=32, gop=8)
+
+SSV2_LABELS = {"Pushing something from left to right": "0", "Holding something": "1",
+               "Dropping something into something": "2"}
+
+
+def _video(path, seed, codec="h264"):
+  return synthetic.make_video(path, seed=seed, codec=codec, **VIDEO).path
+
+
+def _ssv2_tree(root: pathlib.Path) -> pathlib.Path:
+  (root / "labels").mkdir(parents=True)
+  (root / "labels" / "labels.json").write_text(json.dumps(SSV2_LABELS, indent=1))
+  train = [{"id": str(i), "label": f"thing {i}", "template": t, "placeholders": ["x"]}
+           for i, t in zip(range(1, 7), ["Pushing [something] from left to right",
+                                          "Holding [something]",
+                                          "Dropping [something] into [something]",
+                                          "Holding [something]", "Holding [something]",
+                                          "Pushing [something] from left to right"])]
+  (root / "labels" / "train.json").write_text(json.dumps(train, indent=1))
+  videos = root / "20bn-something-something-v2"
+  for i in range(1, 5):
+    _video(videos / str(i), seed=i, codec="vp9")
+  (videos / "5.webm").write_bytes(b"\x1aE\xdf\xa3 not really a webm")  # broken; 6 is missing
+  return root
+
+
+def _k400_tree(root: pathlib.Path) -> pathlib.Path:
+  rows = [("abseiling", "aaaaaaaaaaa", 10, 20), ("zumba", "bbbbbbbbbbb", 0, 10),
+          ("abseiling", "ccccccccccc", 5, 15), ("zumba", "ddddddddddd", 1, 11)]  # last: missing
+  lines = ["label,youtube_id,time_start,time_end,split"]
+  for k, (label, yid, start, end) in enumerate(rows):
+    lines.append(f"{label},{yid},{start},{end},train")
+    if k < 3:
+      _video(root / "train" / label / f"{yid}_{start:06d}_{end:06d}", seed=10 + k)
+  (root / "train.csv").write_text("\n".join(lines) + "\n")
+  return root
+
+
+def _ucf101_tree(root: pathlib.Path) -> pathlib.Path:
+  lists = root / "ucfTrainTestlist"
+  lists.mkdir(parents=True)
+  classes = ["ApplyEyeMakeup", "Basketball", "YoYo"]
+  (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+  train, test = [], []
+  for i, c in enumerate(classes):
+    for g in (8, 9):
+      rel = f"{c}/v_{c}_g{g:02d}_c01.avi"
+      train.append(f"{rel} {i + 1}\n")
+      path = _video(root / "UCF-101" / c / f"v_{c}_g{g:02d}_c01", seed=20 + 2 * i + g,
+                    codec="mpeg4")
+      path.rename(path.with_suffix(".avi"))
+    test.append(f"{c}/v_{c}_g01_c01.avi\n")
+  (lists / "trainlist01.txt").write_text("".join(train))
+  (lists / "testlist01.txt").write_text("".join(test))
+  return root
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+  base = tmp_path_factory.mktemp("raw")
+  return {"ssv2": _ssv2_tree(base / "ssv2"), "k400": _k400_tree(base / "k400"),
+          "ucf101": _ucf101_tree(base / "ucf101")}
+
+
+# --- Adapters. ---
+
+def test_ssv2_adapter_labels_missing_and_classes(trees):
+  index = datasets.load("ssv2", trees["ssv2"], "train")
+  assert index.class_names == list(SSV2_LABELS)
+  assert [(e.name.split("/")[-1], e.label) for e in index.entries] == [
+      ("1", 0), ("2", 1), ("3", 2), ("4", 1), ("5", 1)]  # 5 exists (broken): decoded later
+  assert index.missing == ["20bn-something-something-v2/6.webm"]
+
+
+def test_k400_adapter_finds_per_class_files_and_sorts_classes(trees):
+  index = datasets.load("k400", trees["k400"], "train")
+  assert index.class_names == ["abseiling", "zumba"]
+  assert [e.label for e in index.entries] == [0, 1, 0]
+  assert index.entries[0].path.endswith("train/abseiling/aaaaaaaaaaa_000010_000020.mp4")
+  assert index.missing == ["train/ddddddddddd_000001_000011.mp4"]
+
+
+def test_ucf101_adapter_uses_split_1_and_class_index(trees):
+  train = datasets.load("ucf101", trees["ucf101"], "train")
+  assert [e.label for e in train.entries] == [0, 0, 1, 1, 2, 2]
+  test = datasets.load("ucf101", trees["ucf101"], "test")
+  assert len(test.entries) == 0 and len(test.missing) == 3
+
+
+@pytest.mark.parametrize("dataset,file,text,line", [
+    ("ucf101", "ucfTrainTestlist/trainlist01.txt",
+     "ApplyEyeMakeup/v_a.avi 1\nNoSuchClass/v_b.avi 2\n", 2),
+    ("k400", "train.csv", "label,youtube_id,time_start,time_end,split\nzumba,x,1,2,train\n"
+     "zumba,y,notanumber,3,train\n", 3),
+    ("ssv2", "labels/train.json", '[\n {"id": "1", "template": "Holding [something]"},\n'
+     ' {"id": "2"}\n]', 3),
+])
+def test_malformed_annotation_names_file_and_line(trees, tmp_path, dataset, file, text, line):
+  root = tmp_path / dataset
+  shutil.copytree(trees[dataset], root)
+  (root / file).write_text(text)
+  with pytest.raises(sources.AnnotationError, match=rf"{os.path.basename(file)}:{line}:"):
+    datasets.load(dataset, root, "train")
+
+
+# --- Preparation and reading. ---
+
+def test_prepare_ssv2_interrupt_resume_and_read_back(trees, tmp_path):
+  out = tmp_path / "prepared"
+  first = prepare.prepare("ssv2", trees["ssv2"], out, settings=SETTINGS, workers=2,
+                          stop_after=2, progress=False)
+  assert (first.done, first.skipped, first.complete) == (2, 0, False)
+  # A half-written file from the interruption is not mistaken for a finished video.
+  (out / "videos" / "train" / "20bn-something-something-v2__3.mp4.tmp-1").write_bytes(b"x")
+
+  second = prepare.prepare("ssv2", trees["ssv2"], out, settings=SETTINGS, workers=2,
+                           progress=False)
+  assert (second.done, second.skipped, second.complete) == (2, 2, True)
+  assert [f["name"] for f in second.failed] == ["20bn-something-something-v2/5"]
+  report = json.loads((out / "report.json").read_text())
+  assert report["missing"]["train"] == ["20bn-something-something-v2/6.webm"]
+  assert len(report["failed"]) == 1
+
+  third = prepare.prepare("ssv2", trees["ssv2"], out, settings=SETTINGS, workers=2,
+                          progress=False)
+  assert (third.done, third.skipped, len(third.failed)) == (0, 4, 1)  # nothing redone
+
+  source = sources.PreparedSource(out)
+  assert source.class_names == list(SSV2_LABELS)
+  expected = {"20bn-something-something-v2/1": 0, "20bn-something-something-v2/2": 1,
+              "20bn-something-something-v2/3": 2, "20bn-something-something-v2/4": 1}
+  records = [source[i] for i in range(len(source))]
+  assert {r["name"]: r["label"] for r in records} == expected
+  info = decode.probe(records[0]["video"])
+  assert (info.codec, info.height, info.num_frames) == ("h264", 32, records[0]["num_frames"])
+  assert info.width == 42  # 64 x 32/48, rounded to even
+
+  spec = pipeline.ClipSpec(num_frames=4, stride=2, size=32, tubelet=2, patch=16, motion="mv")
+  ds = pipeline.make_dataset(source, spec, batch_size=4, seed=0, num_epochs=1, num_threads=1)
+  batch = next(iter(ds))
+  assert batch["frames"].shape == (4, 1, 4, 32, 32, 3)
+  labels = sorted(batch["label"].ravel().tolist())
+  assert labels == sorted(expected.values())
+
+
+def test_prepare_k400_copies_vector_codecs_and_ucf101_reads_back(trees, tmp_path):
+  k400 = prepare.prepare("k400", trees["k400"], tmp_path / "k400", workers=1, progress=False,
+                         settings=transcode.Settings(copy_compatible=True))
+  assert (k400.done, k400.copied, k400.complete) == (3, 3, True)
+  assert len(k400.missing["train"]) == 1
+  ucf = prepare.prepare("ucf101", trees["ucf101"], tmp_path / "ucf", settings=SETTINGS,
+                        workers=2, progress=False)
+  assert (ucf.done, ucf.complete) == (6, True)
+  source = sources.PreparedSource(tmp_path / "ucf", dataset="ucf101")
+  labels = {source[i]["name"].split("/")[-1]: source[i]["label"] for i in range(len(source))}
+  assert labels == {f"v_{c}_g{g:02d}_c01": i for i, c in
+                    enumerate(["ApplyEyeMakeup", "Basketball", "YoYo"]) for g in (8, 9)}
+  assert np.all([decode.probe(source[i]["video"]).codec == "h264" for i in range(len(source))])
+
+  # configs/ucf101.py reads the shards through train.make_source.
+  config = _load_config("ucf101")
+  config.data.prepared_dir = str(tmp_path / "ucf")
+  validate.validate(config, num_devices=8)
+  made = train.make_source(config, str(tmp_path / "work"))
+  assert isinstance(made, sources.PreparedSource) and len(made) == 6
+
+
+def _load_config(name):
+  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
