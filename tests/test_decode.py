@@ -311,7 +311,8 @@ def _audio_only(path):
 class TestBadInput:
 
   @pytest.fixture(scope="class")
-  def bad_files(self, tmp_path_factory, h264_video):
+  @classmethod
+  def bad_files(cls, tmp_path_factory, h264_video):
     root = tmp_path_factory.mktemp("bad")
     good = h264_video.path.read_bytes()
     files = {
