@@ -120,6 +120,7 @@ def prepare(dataset: str, src: str, out: str, *, splits=("train",), fold: int = 
         tasks.append((e.path, os.fspath(dst), settings, e.name, split))
 
   todo = tasks if stop_after is None else tasks[:stop_after]
+  crashed = 0
   if todo:
     context = multiprocessing.get_context("spawn")  # safe beside threads (JAX, grain)
     with concurrent.futures.ProcessPoolExecutor(min(workers, len(todo)),
@@ -136,6 +137,7 @@ def prepare(dataset: str, src: str, out: str, *, splits=("train",), fold: int = 
           # A crashed worker (e.g. FFmpeg aborting): reported, not logged as a known failure,
           # so the next run tries the video again.
           result.failed.append({"split": split, "name": name, "error": f"worker: {e!r}"})
+          crashed += 1
           bar.update()
           continue
         if error is not None:
@@ -150,7 +152,10 @@ def prepare(dataset: str, src: str, out: str, *, splits=("train",), fold: int = 
       bar.close()
   result.seconds = time.perf_counter() - tic
 
-  if len(todo) == len(tasks):
+  # Shards only from a finished set: nothing left to do and no crashed worker (whose videos the
+  # next run retries). Rebuilt whenever this run added videos, so an earlier, smaller build
+  # never shadows them.
+  if len(todo) == len(tasks) and not crashed:
     failed = {(r["split"], r["name"]) for r in result.failed}
     splits_items = {
         split: [(finished[(split, e.name)], e.label, e.name) for e in index.entries
@@ -159,7 +164,8 @@ def prepare(dataset: str, src: str, out: str, *, splits=("train",), fold: int = 
     class_names = next(iter(indices.values())).class_names
     tfds_builder.build(out, dataset, splits_items, class_names,
                        description=f"{dataset} prepared by mgm-jax: H.264, short side "
-                       f"{settings.short_side}, GOP {settings.gop}, no B-frames, 1 reference")
+                       f"{settings.short_side}, GOP {settings.gop}, no B-frames, 1 reference",
+                       overwrite=result.done > 0)
     result.complete = True
   _write_report(out, dataset, result, indices)
   return result

@@ -69,8 +69,11 @@ def dataset_dir(data_dir, dataset: str):
   return etils.epath.Path(data_dir) / NAME / dataset / VERSION
 
 
-def build(data_dir, dataset: str, splits, class_names, description: str = "") -> None:
-  """Writes the shards (skipped by tfds if this data set's version is already complete)."""
+def build(data_dir, dataset: str, splits, class_names, description: str = "",
+          overwrite: bool = False) -> None:
+  """Writes the shards. Without `overwrite`, tfds skips a version that is already complete."""
   builder = MgmVideos(config=dataset, data_dir=str(data_dir), file_format="array_record",
                       splits=splits, class_names=class_names, description=description)
-  builder.download_and_prepare()
+  mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
+          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(download_mode=mode))

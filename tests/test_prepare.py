@@ -172,6 +172,20 @@ def test_prepare_ssv2_interrupt_resume_and_read_back(trees, tmp_path):
   assert labels == sorted(expected.values())
 
 
+def test_a_fixed_video_enters_the_rebuilt_shards(trees, tmp_path):
+  src = tmp_path / "ssv2"
+  shutil.copytree(trees["ssv2"], src)
+  out = tmp_path / "prepared"
+  first = prepare.prepare("ssv2", src, out, settings=SETTINGS, workers=1, progress=False)
+  assert first.complete and len(sources.PreparedSource(out)) == 4  # video 5 is broken
+  _video(src / "20bn-something-something-v2" / "5", seed=5, codec="vp9")  # the user fixes it
+  again = prepare.prepare("ssv2", src, out, settings=SETTINGS, workers=1, progress=False,
+                          retry_failed=True)
+  assert (again.done, again.complete, again.failed) == (1, True, [])
+  names = {r["name"] for r in map(sources.PreparedSource(out).__getitem__, range(5))}
+  assert "20bn-something-something-v2/5" in names
+
+
 def test_prepare_k400_copies_vector_codecs_and_ucf101_reads_back(trees, tmp_path):
   k400 = prepare.prepare("k400", trees["k400"], tmp_path / "k400", workers=1, progress=False,
                          settings=transcode.Settings(copy_compatible=True))
