@@ -10,7 +10,8 @@ repeated-sampling count: R crops and masks of one decoded video (decoding is the
 Batches stack B/R elements; `flatten_repeats` turns a batch into B clips.
 
 Process sharding: process p of n takes elements p, p + n, ... of the global shuffled stream, so a
-global batch holds the same clips for any process count. Everything random is derived from the
+global batch holds the same clips for any process count (until a broken video is skipped: each
+process then moves on to its own next element). Everything random is derived from the
 seed and the element's position, so a restored iterator continues exactly where it stopped.
 """
 
@@ -145,9 +146,10 @@ def make_dataset(source, spec: ClipSpec, *, batch_size: int, seed: int,
   # Lazy: the per-clip randomness is seeded by the clip's position in the GLOBAL stream, and only
   # this process's positions are ever loaded.
   ds = ds.random_map(LoadClip(spec))[process_index::process_count]
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                            prefetch_buffer_size=max(prefetch * batch_size, 1)))
-  it = SkipFailures(it).batch(batch_size // spec.repeats, drop_remainder=True)
+  videos_per_batch = batch_size // spec.repeats  # elements here are videos, not clips
+  it = ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=num_threads, prefetch_buffer_size=max(prefetch * videos_per_batch, 1)))
+  it = SkipFailures(it).batch(videos_per_batch, drop_remainder=True)
   if num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return it

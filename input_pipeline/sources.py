@@ -11,6 +11,7 @@ relative to `root`. A malformed line fails at construction with the file and lin
 from __future__ import annotations
 
 import os
+import shutil
 
 from input_pipeline import synthetic
 
@@ -31,8 +32,7 @@ class ListSource:
         line = line.strip()
         if not line or line.startswith("#"):
           continue
-        path, _, label = line.rpartition(" ")
-        path = path.strip()
+        path, label = (line.rsplit(None, 1) + [""])[:2]
         if not path or not label.lstrip("-").isdigit():
           raise AnnotationError(f"{self.list_file}:{number}: expected 'relative/path label', "
                                 f"got {line!r}")
@@ -58,11 +58,18 @@ def synthetic_source(root: str | os.PathLike, num_videos: int, *, seed: int = 0,
   list_file = os.path.join(root, "train.txt")
   if not os.path.exists(list_file):
     # Build beside, then publish with one rename: an interrupted generation is never mistaken
-    # for a complete data set.
+    # for a complete data set. Several processes may race here (multi-process runs): the
+    # generation is deterministic, the first rename wins and the others discard their copy.
     partial = f"{root}.partial-{os.getpid()}"
     synthetic.make_dataset(partial, num_videos, seed=seed, list_name="train.txt", **video_kwargs)
     os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
-    os.replace(partial, root)
+    try:
+      os.replace(partial, root)
+    except OSError as e:
+      shutil.rmtree(partial, ignore_errors=True)
+      if not os.path.exists(list_file):
+        raise OSError(f"cannot publish synthetic videos at {root}: it exists without "
+                      f"train.txt ({e}); remove it or choose another data.root") from e
   return ListSource(list_file, root)
 
 

@@ -9,7 +9,7 @@ shadows the previous good checkpoint.
 Restoring onto another mesh: pass an abstract state whose leaves carry the new shardings
 (`jax.ShapeDtypeStruct(shape, dtype, sharding=...)`). The data state is per process: it restores
 only with the process count it was written with (grain's file naming); a run resumed on another
-process count restarts its data stream position from the step (see `restore`).
+process count restarts its data stream from the beginning, with a warning (see `restore`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 
+from etils import epath
 import grain
 import jax
 import orbax.checkpoint as ocp
@@ -27,7 +28,8 @@ class Checkpointer:
 
   def __init__(self, directory: str | os.PathLike, *, keep: int = 3, every_steps: int = 1000,
                async_save: bool = True):
-    self.directory = os.path.abspath(os.fspath(directory))
+    directory = os.fspath(directory)
+    self.directory = directory if "://" in directory else os.path.abspath(directory)
     # Save every `every_steps` and at preemption; `force=True` saves any step (e.g. the last).
     # (Orbax's default policy would also save the very first step.)
     policy = ocp.checkpoint_managers.AnySavePolicy([
@@ -67,9 +69,9 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     items = {"state": ocp.args.StandardRestore(abstract_state)}
-    data_file = os.path.join(self.directory, str(step), "data",
-                             f"process_{jax.process_index()}-of-{jax.process_count()}.json")
-    if data_iterator is not None and os.path.exists(data_file):
+    data_file = (epath.Path(self.directory) / str(step) / "data" /
+                 f"process_{jax.process_index()}-of-{jax.process_count()}.json")
+    if data_iterator is not None and data_file.exists():
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     elif data_iterator is not None:
       logging.warning("checkpoint %d has no data state for %d processes: the data stream "

@@ -39,10 +39,14 @@ class MetricsWriter:
   """Writes scalars and images of one run under `workdir`."""
 
   def __init__(self, workdir: str | os.PathLike, *, total_steps: int,
-               enabled: bool | None = None, smoothing: float = 0.9):
+               enabled: bool | None = None, smoothing: float = 0.9,
+               resume_step: int | None = None):
     """Args:
       workdir: run directory; `metrics.jsonl`, `tb/` and `images/` are created in it.
       total_steps: the run's last step, for the progress line's ETA.
+      resume_step: the checkpoint step a resumed run restarts from: lines of later steps in
+        metrics.jsonl (written after that checkpoint, before the interruption) are dropped, as
+        the resumed run writes those steps again.
       enabled: write anything at all; default: only on process 0.
       smoothing: weight of the past in the exponential average of the step time.
     """
@@ -56,9 +60,20 @@ class MetricsWriter:
     self._tb = None
     if self.enabled:
       os.makedirs(self.workdir, exist_ok=True)
+      if resume_step is not None:
+        self._drop_after(resume_step)
       self._jsonl = open(os.path.join(self.workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(self.workdir, 'tb'))
+
+  def _drop_after(self, step: int) -> None:
+    path = os.path.join(self.workdir, 'metrics.jsonl')
+    if not os.path.exists(path):
+      return
+    with open(path, encoding='utf-8') as f:
+      kept = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
+    with open(path, 'w', encoding='utf-8') as f:
+      f.writelines(kept)
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
     """Appends {"step": step, **scalars} (as floats) to metrics.jsonl and to TensorBoard."""

@@ -13,7 +13,11 @@ import os
 import signal
 import time
 
+from etils import epath
+
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 from absl import logging
 from flax import nnx
 
@@ -38,6 +42,20 @@ class NonFiniteLossError(FloatingPointError):
 
 class SkippedVideosError(RuntimeError):
   pass
+
+
+def run_dirs(workdir: str) -> tuple[str, str]:
+  """(workdir, logdir). Checkpoints and config.json go to `workdir`, which may be any path
+  etils.epath and Orbax support (e.g. gs://...). Metrics, TensorBoard events, images and generated
+  synthetic videos need a local file system: for a remote workdir they go to
+  /tmp/mgm_logs/<workdir's last part> on process 0's host (copy them up yourself)."""
+  if "://" not in workdir:
+    workdir = os.path.abspath(workdir)
+    return workdir, workdir
+  logdir = os.path.join("/tmp/mgm_logs", workdir.rstrip("/").rsplit("/", 1)[-1])
+  logging.warning("remote workdir %s: metrics, TensorBoard events and images go to %s",
+                  workdir, logdir)
+  return workdir, logdir
 
 
 def make_source(config, workdir: str):
@@ -71,10 +89,17 @@ def clip_spec(config, train: bool = True) -> pipeline.ClipSpec:
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag checked between steps (Orbax covers multi-host preemption)."""
+  """Turns SIGTERM into a flag checked between steps, in single-process runs.
 
-  def __init__(self):
+  With several processes a signal reaches them at different steps, and a process saving alone
+  would leave the others waiting: there, Orbax's `reached_preemption` (JAX's preemption sync
+  service, which agrees on one step for all processes) decides instead.
+  """
+
+  def __init__(self, single_process: bool):
     self.requested = False
+    if not single_process:
+      return
     try:
       signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread (e.g. some test runners)
@@ -92,20 +117,19 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
   `stop_after`: end this run (with a checkpoint) after that many steps, as a time-sliced job or
   an interruption would; the next call resumes from there.
   """
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
   nproc, pid = jax.process_count(), jax.process_index()
   validate.validate(config, jax.device_count(), nproc)
+  workdir, logdir = run_dirs(workdir)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   if pid == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json(indent=2))
+    (epath.Path(workdir) / "config.json").write_text(config.to_json(indent=2))
 
   # --- Mesh.
   mesh = sharding_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
   logging.info("mesh %s over %d processes", dict(mesh.shape), nproc)
 
   # --- Data.
-  source = make_source(config, workdir)
+  source = make_source(config, logdir)
   spec = clip_spec(config)
   local_batch = config.batch_size // nproc
   dataset = pipeline.make_dataset(
@@ -133,7 +157,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
   batch_sharding = sharding_lib.batch_sharding(mesh)
 
   # --- Checkpoint (restore if there is one).
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+  ckpt = checkpoint_lib.Checkpointer(str(epath.Path(workdir) / "checkpoints"),
                                      keep=config.keep_checkpoints,
                                      every_steps=config.checkpoint_every)
   if ckpt.latest_step() is not None:
@@ -162,8 +186,9 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
 
   # --- Loop.
   first_step = step
-  writer = metrics_lib.MetricsWriter(workdir, total_steps=total_steps)
-  preemption = _Preemption()
+  writer = metrics_lib.MetricsWriter(logdir, total_steps=total_steps,
+                                     resume_step=first_step if first_step else None)
+  preemption = _Preemption(single_process=nproc == 1)
   pending = []  # (step, device metrics) since the last host check, to name a bad step exactly
   skipped = attempted = 0
   last = {}
@@ -177,15 +202,23 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
             f"the last checkpoint ({ckpt.latest_step()}) is intact")
     pending.clear()
 
+  def check_skipped() -> int:
+    """Broken videos of all processes since this run started; stops over the error budget."""
+    counts = np.array([skipped, attempted])
+    if nproc > 1:
+      counts = multihost_utils.process_allgather(counts).sum(axis=0)
+    total_skipped, total = int(counts[0]), int(counts[1])
+    if total_skipped > max(10, config.data.max_skipped_fraction * total):
+      raise SkippedVideosError(
+          f"{total_skipped} of {total} videos were broken (data.max_skipped_fraction="
+          f"{config.data.max_skipped_fraction}); see the warnings for their names")
+    return total_skipped
+
   try:
     while step < total_steps:
       batch = pipeline.flatten_repeats(next(data_iter))
       skipped += int(batch["skipped"])
       attempted += int(batch["skipped"]) + batch["frames"].shape[0] // spec.repeats
-      if skipped > max(10, config.data.max_skipped_fraction * attempted):
-        raise SkippedVideosError(
-            f"{skipped} of {attempted} videos were broken (data.max_skipped_fraction="
-            f"{config.data.max_skipped_fraction}); see the warnings for their names")
       frames, mask = to_global(batch["frames"]), to_global(batch["mask"])
       state, metrics = train_step(state, {"frames": frames, "mask": mask})
       step += 1
@@ -196,11 +229,12 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
       stopping = (preemption.requested or ckpt.reached_preemption(step)
                   or (stop_after is not None and step - first_step >= stop_after))
       will_save = is_last or stopping or step % config.checkpoint_every == 0
-      if step % config.log_every == 0 or will_save:
+      if step % config.log_every == 0 or will_save:  # every process gets here at the same step
         check_finite()  # before any save: a checkpoint never holds a non-finite state
+        all_skipped = check_skipped()
         elapsed = time.perf_counter() - tic
         last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        last.update(clips_per_s=clips_since / elapsed, skipped_videos=skipped)
+        last.update(clips_per_s=clips_since / elapsed, skipped_videos=all_skipped)
         writer.write(step, last)
         writer.progress(step, {k: v for k, v in last.items() if k != "clips_per_s"},
                         last["clips_per_s"])

@@ -28,6 +28,10 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
       fail("model.img_size", f"{m.img_size} is not divisible by model.patch={m.patch}")
     if hw % 8:
       fail("model.img_size", f"{m.img_size} must be a multiple of 8 (the motion grid)")
+  h, w = _img_size(m)
+  if h != w:
+    fail("model.img_size", f"{m.img_size}: the input pipeline makes square clips (VideoMAE's "
+         "crops); give one size")
   if m.num_frames % m.tubelet:
     fail("model.num_frames", f"{m.num_frames} is not divisible by model.tubelet={m.tubelet}")
   if m.dtype not in ("float32", "bfloat16"):

@@ -109,9 +109,13 @@ def test_broken_videos_are_skipped_and_counted(broken_source):
 
 def test_annotation_errors_name_file_and_line(tmp_path):
   bad = tmp_path / "bad.txt"
-  bad.write_text("a.mp4 1\nno_label_here\n")
-  with pytest.raises(sources.AnnotationError, match=r"bad.txt:2"):
+  bad.write_text("a.mp4 1\nb c.mp4\t2\nno_label_here\n")  # tabs and spaces in paths are fine
+  with pytest.raises(sources.AnnotationError, match=r"bad.txt:3"):
     sources.ListSource(bad)
+  good = tmp_path / "good.txt"
+  good.write_text("a.mp4 1\nb c.mp4\t2\n")
+  record = sources.ListSource(good)[1]
+  assert record["path"].endswith("b c.mp4") and record["label"] == 2
   empty = tmp_path / "empty.txt"
   empty.write_text("\n")
   with pytest.raises(sources.AnnotationError, match="no videos"):

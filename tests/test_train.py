@@ -183,9 +183,12 @@ def test_interrupt_and_resume_continues_exactly(videos, tmp_path, uninterrupted)
   want, full = uninterrupted
   train.train(config, str(tmp_path / "split"), stop_after=3)
   assert checkpoint_lib.Checkpointer(tmp_path / "split" / "checkpoints").latest_step() == 3
+  with open(tmp_path / "split" / "metrics.jsonl", "a") as f:  # logged after the checkpoint,
+    f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")    # then the run died
   resumed = train.train(config, str(tmp_path / "split"))
+  lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in lines] == list(range(1, 7))  # each step once
   got = _losses(tmp_path / "split")
-  assert sorted(got) == list(range(1, 7))
   for step in range(1, 7):  # steps 4-6 ran after the restore: same batches, same losses
     assert got[step] == pytest.approx(want[step], rel=1e-6), step
   assert resumed["loss"] == pytest.approx(full["loss"], rel=1e-6)
@@ -238,6 +241,7 @@ def test_too_many_broken_videos_stop_the_run(videos, tmp_path):
 @pytest.mark.parametrize("field, value, named", [
     ("mask.ratio", 1.0, None), ("mask.ratio", 0.0, None), ("mask.strategy", "bogus", None),
     ("model.size", "XXL", None), ("model.img_size", 40, None), ("model.num_frames", 5, None),
+    ("model.img_size", [224, 160], None),
     ("batch_size", 12, None), ("accum_steps", 0, None), ("accum_steps", 3, "batch_size"),
     ("data.source", "ftp", None), ("data.motion", "flow", None), ("data.repeats", 0, None),
 ])
@@ -249,6 +253,7 @@ def test_invalid_config_names_its_field(field, value, named):
   *path, leaf = field.split(".")
   for p in path:
     target = target[p]
+  del target[leaf]  # replace rather than override: ConfigDict keeps a field's type
   target[leaf] = value
   named = named or field
   with pytest.raises(validate.ConfigError, match=r"config\." + named.replace(".", r"\.")):
