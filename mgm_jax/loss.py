@@ -3,7 +3,8 @@
 A loss is a sum of named terms. Each `Target` turns the batch into per-token targets [B, N, D]
 and names the model output (`preds[name]`, [B, num_masked, D]) it supervises; `masked_losses`
 scores every target on the masked tokens. A new target (frame difference, motion trajectories)
-is a new head in the model plus a new `Target` here; the trainer only calls `masked_losses`.
+is a new head in the model plus a new `Target` here: the train step scores its terms with
+`masked_losses`.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ def reconstruction_target(video01: Array, tubelet: int, patch: int,
   With `norm_pix`, each patch is normalised per channel over its tubelet * patch**2 pixels:
   (x - mean) / (unbiased std + 1e-6). No gradient flows into the target.
   """
-  x = einops.rearrange(jnp.asarray(video01, jnp.float32),
-                       'b (t p0) (h p1) (w p2) c -> b (t h w) (p0 p1 p2) c',
-                       p0=tubelet, p1=patch, p2=patch)
+  video01 = jnp.asarray(video01, jnp.float32)
+  x = patchify(video01, tubelet, patch)
+  x = x.reshape(*x.shape[:2], -1, video01.shape[-1])  # [B, N, pixels, C]
   if norm_pix:
     mean = jnp.mean(x, axis=-2, keepdims=True)
     std = jnp.sqrt(jnp.var(x, axis=-2, ddof=1, keepdims=True))

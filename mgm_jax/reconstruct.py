@@ -17,6 +17,7 @@ from flax import nnx
 import jax
 import numpy as np
 
+from mgm_jax import loss as loss_lib
 from mgm_jax import train_step as train_step_lib
 
 _GREY = 128
@@ -24,9 +25,9 @@ _SEP = 2  # Separator width in pixels between tiles.
 
 
 def _patches(frames01: np.ndarray, tubelet: int, patch: int) -> np.ndarray:
-  """[T, H, W, C] -> [N, tubelet * patch**2, C], tokens in (t, h, w) order."""
-  return einops.rearrange(frames01, '(t p0) (h p1) (w p2) c -> (t h w) (p0 p1 p2) c',
-                          p0=tubelet, p1=patch, p2=patch)
+  """[T, H, W, C] -> [N, tubelet * patch**2, C]: the loss's patch layout (NumPy in, NumPy out)."""
+  flat = loss_lib.patchify(frames01[None], tubelet, patch)[0]
+  return flat.reshape(flat.shape[0], -1, frames01.shape[-1])
 
 
 def reconstruct_video(frames_uint8: np.ndarray, mask: np.ndarray, pred: np.ndarray, *,

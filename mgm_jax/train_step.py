@@ -58,8 +58,12 @@ def make_loss_fn(graphdef, rest, num_masked: int, norm_pix: bool, seed: int) -> 
       nnx.reseed(model, dropout=key)
     x, video01 = normalize(frames)
     pred = model(x, mask, num_masked=num_masked, deterministic=cfg.drop_path_rate == 0)
-    target = loss_lib.reconstruction_target(video01, cfg.tubelet, cfg.patch, norm_pix=norm_pix)
-    return loss_lib.masked_mse(pred, target, mask, num_masked)
+    # One term today; a further target (frame difference, trajectories) is one more head and
+    # one more entry here.
+    targets = [loss_lib.PixelTarget(tubelet=cfg.tubelet, patch=cfg.patch, norm_pix=norm_pix)]
+    total, _ = loss_lib.masked_losses({"pixels": pred}, {"video01": video01}, mask, num_masked,
+                                      targets)
+    return total
   return loss_fn
 
 
