@@ -70,3 +70,12 @@ def pan_video(video_dir):
 def pan_objects_video(video_dir):
   """The same pan with three moving objects on top."""
   return _make(video_dir, "pan_objects", codec="h264", num_frames=32, camera_pan=(3.0, 1.0))
+
+
+@pytest.fixture(scope="session")
+def tiny_videos(tmp_path_factory):
+  """8 small H.264 videos (48x64, 12 frames) + train.txt, for training tests. Read-only."""
+  root = tmp_path_factory.mktemp("tiny_videos")
+  synthetic.make_dataset(root, 8, seed=2, list_name="train.txt", num_frames=12, height=48,
+                         width=64, num_objects=2, object_size=(12, 20))
+  return root

@@ -15,7 +15,6 @@ import numpy as np
 import portpicker
 import pytest
 
-from input_pipeline import synthetic
 from mgm_jax import train
 import test_train  # pylint: disable=g-bad-import-order  (tests/ is on sys.path under pytest)
 
@@ -24,11 +23,8 @@ STEPS = 3
 
 
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-  root = tmp_path_factory.mktemp("mp_videos")
-  synthetic.make_dataset(root, 8, seed=5, list_name="train.txt", num_frames=12, height=48,
-                         width=64, num_objects=2, object_size=(12, 20))
-  return root
+def videos(tiny_videos):
+  return tiny_videos
 
 
 def _config(videos, total_steps):

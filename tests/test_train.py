@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from input_pipeline import synthetic
 from mgm_jax import checkpoint as checkpoint_lib
 from mgm_jax import inference
 from mgm_jax import masking
@@ -41,11 +40,8 @@ def _load_config(name, arg=None):
 
 
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-  root = tmp_path_factory.mktemp("train_videos")
-  synthetic.make_dataset(root, 8, seed=2, list_name="train.txt", num_frames=12, height=48,
-                         width=64, num_objects=2, object_size=(12, 20))
-  return root
+def videos(tiny_videos):
+  return tiny_videos
 
 
 def _config(videos, **changes):
