@@ -80,7 +80,7 @@ def make_source(config, workdir: str):
 
 def clip_spec(config, train: bool = True) -> pipeline.ClipSpec:
   m, d = config.model, config.data
-  size = m.img_size if isinstance(m.img_size, int) else m.img_size[0]
+  size = inference.model_config_from(m).img_size[0]  # square: validate.py checks it
   return pipeline.ClipSpec(
       num_frames=m.num_frames, stride=d.stride, size=size, scales=tuple(d.scales),
       flip=d.flip, train=train, motion=d.motion, compensate_camera=d.compensate_camera,

@@ -4,7 +4,6 @@ Tiny fake SSv2 / Kinetics-400 / UCF101 trees: annotation files in the real forma
 videos (SSv2 as VP9 WebM, as shipped), one broken file and one missing video each.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -22,6 +21,7 @@ from input_pipeline import synthetic
 from input_pipeline import transcode
 from mgm_jax import train
 from mgm_jax import validate
+import test_train  # pylint: disable=g-bad-import-order  (tests/ is on sys.path under pytest)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -201,15 +201,8 @@ def test_prepare_k400_copies_vector_codecs_and_ucf101_reads_back(trees, tmp_path
   assert np.all([decode.probe(source[i]["video"]).codec == "h264" for i in range(len(source))])
 
   # configs/ucf101.py reads the shards through train.make_source.
-  config = _load_config("ucf101")
+  config = test_train._load_config("ucf101")
   config.data.prepared_dir = str(tmp_path / "ucf")
   validate.validate(config, num_devices=8)
   made = train.make_source(config, str(tmp_path / "work"))
   assert isinstance(made, sources.PreparedSource) and len(made) == 6
-
-
-def _load_config(name):
-  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
