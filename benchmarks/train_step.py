@@ -110,7 +110,7 @@ def jax_runner(cfg, frames, mask, num_masked):
   model = model_lib.MaskedAutoencoder(cfg, rngs=nnx.Rngs(0))
   schedule = optim.make_schedule(_optim_config(), frames.shape[0], 100, 1000)
   optimizer = optim.make_optimizer(_optim_config(), schedule)
-  box = {'state': train_step_lib.init_state(model, optimizer), 'loss': None}
+  box = {'state': optim.init_state(model, optimizer), 'loss': None}
   params = sum(x.size for x in jax.tree.leaves(box['state']['params']))
   step = train_step_lib.make_train_step(model, optimizer, schedule, num_masked=num_masked)
   batch = {'frames': jnp.asarray(frames), 'mask': jnp.asarray(mask.reshape(-1, *cfg.grid))}
@@ -150,7 +150,7 @@ def torch_runner(cfg, frames, mask):
   model.train()
   params = sum(p.numel() for p in model.parameters())
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
-  x, _ = train_step_lib.normalize(jnp.asarray(frames))
+  x, _ = model_lib.normalize(jnp.asarray(frames))
   pixel_values = torch.from_numpy(np.array(x)).permute(0, 1, 4, 2, 3).contiguous()
   bool_masked_pos = torch.from_numpy(mask)
 

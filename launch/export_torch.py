@@ -24,6 +24,7 @@ from flax import nnx
 
 from mgm_jax import export
 from mgm_jax import inference
+from mgm_jax import model as model_lib
 from mgm_jax import torch_io
 
 
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
   if not args.verify:
     return 0
   cfg32 = dataclasses.replace(model_cfg, dtype='float32', attention_impl=None)
-  diffs = torch_io.compare_with_hf(torch_io.build_model(params, cfg32),
+  diffs = torch_io.compare_with_hf(model_lib.from_params(cfg32, params),
                                    _hf_model(args, model_cfg, norm_pix))
   print(f'max abs difference vs transformers: encoder features {diffs["features"]:.3g}, '
         f'predictions {diffs["predictions_eps_matched"]:.3g} (decoder norm eps matched), '

@@ -90,7 +90,7 @@ def main(argv=None) -> int:
   config.model.update(export.preset_config(model_cfg))
   if norm_pix is not None:
     config.loss.norm_pix = bool(norm_pix)
-  built = inference.model_config_from(config.model)
+  built = model_lib.model_config_from(config.model)
   arch = ('img_size', 'num_frames', 'tubelet', 'patch', 'in_chans', 'encoder_dim',
           'encoder_depth', 'encoder_heads', 'decoder_dim', 'decoder_depth', 'decoder_heads',
           'mlp_ratio', 'layer_norm_eps')

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping
 
 from flax import nnx
 import jax
@@ -32,7 +31,6 @@ from mgm_jax import checkpoint as checkpoint_lib
 from mgm_jax import model as model_lib
 from mgm_jax import optim
 from mgm_jax import reconstruct as reconstruct_lib
-from mgm_jax import train_step as train_step_lib
 
 
 @dataclasses.dataclass
@@ -41,22 +39,6 @@ class Loaded:
   model: model_lib.MaskedAutoencoder
   config: ml_collections.ConfigDict
   step: int
-
-
-def model_config_from(model_config: Mapping[str, Any] | ml_collections.ConfigDict,
-                      **overrides: Any) -> model_lib.ModelConfig:
-  """`config.model` -> ModelConfig: `size` names the preset, every other field overrides it.
-
-  `img_size` may be an int (square) or [h, w]; lists become tuples. Unknown fields raise.
-  `overrides` win over the config's fields.
-  """
-  fields = dict(model_config.to_dict() if hasattr(model_config, 'to_dict') else model_config)
-  fields.update(overrides)
-  size = fields.pop('size')
-  if 'img_size' in fields and np.ndim(fields['img_size']) == 0:
-    fields['img_size'] = (int(fields['img_size']),) * 2
-  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-  return model_lib.model_config(size, **fields)
 
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -74,7 +56,7 @@ def abstract_train_state(config: ml_collections.ConfigDict, model_cfg: model_lib
   schedule = optim.make_schedule(config.optim, config.batch_size, 1, 1)
   optimizer = optim.make_optimizer(config.optim, schedule)
   def init():
-    return train_step_lib.init_state(model_lib.MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(0)),
+    return optim.init_state(model_lib.MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(0)),
                                      optimizer)
   device = jax.local_devices()[0]
   return jax.tree.map(
@@ -86,7 +68,7 @@ def abstract_train_state(config: ml_collections.ConfigDict, model_cfg: model_lib
 def load(workdir: str | os.PathLike, step: int | None = None) -> Loaded:
   """Restores the model of `workdir` at `step` (default: the latest checkpoint)."""
   config = read_config(workdir)
-  model_cfg = model_config_from(config.model, drop_path_rate=0.0)
+  model_cfg = model_lib.model_config_from(config.model, drop_path_rate=0.0)
   abstract = abstract_train_state(config, model_cfg)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(os.fspath(workdir), 'checkpoints'),
                                      async_save=False)
@@ -94,15 +76,7 @@ def load(workdir: str | os.PathLike, step: int | None = None) -> Loaded:
     step, state = ckpt.restore(abstract, step=step)
   finally:
     ckpt.close()
-  # Built abstractly (no random init): every variable is a Param and is replaced just below.
-  model = nnx.eval_shape(lambda: model_lib.MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(0)))
-  params = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(params, state['params'])
-  nnx.update(model, params)
-  leftover = [p for p, v in jax.tree_util.tree_flatten_with_path(nnx.state(model))[0]
-              if isinstance(v, jax.ShapeDtypeStruct)]
-  if leftover:
-    raise ValueError(f'checkpoint left variables unset: {leftover[:5]}')
+  model = model_lib.from_params(model_cfg, state['params'])
   return Loaded(model=model, config=config, step=int(step))
 
 
@@ -116,14 +90,11 @@ def save(workdir: str | os.PathLike, config: ml_collections.ConfigDict, params,
   iterator state (a run started from it begins its data stream at the start).
   """
   workdir = os.path.abspath(os.fspath(workdir))
-  model_cfg = model_config_from(config.model)
+  model_cfg = model_lib.model_config_from(config.model)
   abstract = abstract_train_state(config, model_cfg)
-  model = nnx.eval_shape(lambda: model_lib.MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(0)))
-  state = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
-  nnx.update(model, state)
+  model = model_lib.from_params(model_cfg, params)
   schedule = optim.make_schedule(config.optim, config.batch_size, 1, 1)
-  train_state = train_step_lib.init_state(model, optim.make_optimizer(config.optim, schedule))
+  train_state = optim.init_state(model, optim.make_optimizer(config.optim, schedule))
   train_state['step'] = jnp.asarray(step, jnp.int32)
   jax.tree.map(lambda a, s: _check_leaf(a, s), train_state, abstract)
   os.makedirs(workdir, exist_ok=True)
@@ -145,7 +116,7 @@ def _check_leaf(array, abstract) -> None:
 
 @nnx.jit
 def _encode(model, frames_uint8):
-  x, _ = train_step_lib.normalize(frames_uint8)
+  x, _ = model_lib.normalize(frames_uint8)
   return model.encode(x, deterministic=True)
 
 

@@ -18,15 +18,20 @@ an official counterpart (NNX path -> PyTorch state-dict name):
 Linear kernels are [in, out] (PyTorch: [out, in]); the conv kernel is [kt, kh, kw, in, out]
 (PyTorch: [out, in, kt, kh, kw]). Position tables are constants, never parameters.
 
-Video is channels-last: [B, T, H, W, C], normalised with the ImageNet mean/std by the caller.
-Tokens are flattened in (t, h, w) order. Masks are bool, True = masked.
+Video is channels-last: [B, T, H, W, C], normalised with the ImageNet mean/std (`normalize`
+turns uint8 frames into the model's input). Tokens are flattened in (t, h, w) order. Masks are
+bool, True = masked.
+
+The model owns its input contract: `normalize`, `MEAN`/`STD`, `model_config_from` (a config's
+`model` fields -> ModelConfig) and `from_params` (a model holding saved weights); inference,
+reconstruction, export and the trainer all use these.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Mapping
 
 from flax import nnx
 import jax
@@ -35,8 +40,20 @@ import numpy as np
 
 Array = jax.Array
 
+DTYPES = ('float32', 'bfloat16')
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 _ATTENTION_IMPLS = (None, 'xla', 'cudnn')
+
+# ImageNet statistics: VideoMAE's input normalisation.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def normalize(frames_uint8: Array, dtype=jnp.float32) -> tuple[Array, Array]:
+  """uint8 [..., 3] -> (ImageNet-normalised model input, raw [0, 1] video for the target)."""
+  video01 = frames_uint8.astype(jnp.float32) / 255.0
+  x = (video01 - jnp.asarray(MEAN)) / jnp.asarray(STD)
+  return x.astype(dtype), video01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +171,21 @@ def model_config(size: str, **overrides: Any) -> ModelConfig:
   if unknown:
     raise ValueError(f'unknown ModelConfig fields {unknown}')
   return ModelConfig(**{**_SIZES[size], **overrides})
+
+
+def model_config_from(section: Mapping[str, Any], **overrides: Any) -> ModelConfig:
+  """A config's `model` section (ConfigDict or dict) -> ModelConfig.
+
+  `size` names the preset, every other field overrides it; `img_size` may be an int (square) or
+  [h, w]; lists become tuples. Unknown fields raise. `overrides` win over the config's fields.
+  """
+  fields = dict(section.to_dict() if hasattr(section, 'to_dict') else section)
+  fields.update(overrides)
+  size = fields.pop('size')
+  if 'img_size' in fields and np.ndim(fields['img_size']) == 0:
+    fields['img_size'] = (int(fields['img_size']),) * 2
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  return model_config(size, **fields)
 
 
 @functools.lru_cache(maxsize=32)
@@ -427,3 +459,26 @@ class MaskedAutoencoder(nnx.Module):
     _check_mask(mask, num_masked, self.config.num_patches)
     visible, _ = split_token_indices(mask, num_masked)
     return self.encoder(video, visible, deterministic=deterministic)
+
+
+def from_params(model_cfg: ModelConfig, params) -> MaskedAutoencoder:
+  """A model holding `params` (our pure-dict layout), built without random initialisation.
+
+  Raises ValueError if `params` leaves any variable unset or does not fit `model_cfg`.
+  """
+  model = nnx.eval_shape(lambda: MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(0)))
+  state = nnx.state(model, nnx.Param)
+  expected = dict(jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0])
+  wrong = [f'{jax.tree_util.keystr(p)}: {np.shape(v)} != {expected[p].shape}'
+           for p, v in jax.tree_util.tree_flatten_with_path(params)[0]
+           if p in expected and tuple(np.shape(v)) != tuple(expected[p].shape)]
+  if wrong:
+    raise ValueError(f'params do not fit the model config: {wrong[:5]}')
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+  nnx.update(model, state)
+  leftover = [jax.tree_util.keystr(p) for p, v in
+              jax.tree_util.tree_flatten_with_path(nnx.state(model))[0]
+              if isinstance(v, jax.ShapeDtypeStruct)]
+  if leftover:
+    raise ValueError(f'params left variables unset: {leftover[:5]}')
+  return model

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from flax import nnx
 import jax
+import jax.numpy as jnp
 import optax
 
 NO_DECAY_NAMES = ("mask_token",)
@@ -59,3 +61,13 @@ def make_optimizer(optim_config, schedule: Schedule) -> optax.GradientTransforma
                            eps=optim_config.get("eps", 1e-8),
                            weight_decay=optim_config.weight_decay, mask=decay_mask))
   return optax.chain(*parts)
+
+
+def init_state(model, optimizer: optax.GradientTransformation) -> dict:
+  """The train state {"step", "params", "opt_state"}: plain pytrees, checkpointed as they are.
+
+  params is the model's `nnx.Param` state as nested dicts (`nnx.to_pure_dict`).
+  """
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "opt_state": optimizer.init(params)}

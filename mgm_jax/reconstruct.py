@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from mgm_jax import loss as loss_lib
-from mgm_jax import train_step as train_step_lib
+from mgm_jax import model as model_lib
 
 _GREY = 128
 _SEP = 2  # Separator width in pixels between tiles.
@@ -111,7 +111,7 @@ def reconstruction_panel(frames_uint8: np.ndarray, mask: np.ndarray, pred: np.nd
 
 @functools.partial(nnx.jit, static_argnames=('num_masked',))
 def _predict(model, frames_uint8, mask, num_masked):
-  x, _ = train_step_lib.normalize(frames_uint8)
+  x, _ = model_lib.normalize(frames_uint8)
   return model(x, mask, num_masked=num_masked, deterministic=True)
 
 

@@ -18,13 +18,11 @@ import os
 from typing import Any, Mapping
 
 from flax import nnx
-import jax
 import numpy as np
 
 from mgm_jax import export
 from mgm_jax import masking
 from mgm_jax import model as model_lib
-from mgm_jax import train_step as train_step_lib
 
 VIDEOMAE_NAME = 'videomae_pretrain'
 MODEL_CONFIG_FILE = 'model_config.json'
@@ -123,15 +121,6 @@ def load_videomae(path: str | os.PathLike) -> dict[str, np.ndarray]:
   return {k: export.as_numpy(v) for k, v in sd.items()}
 
 
-def build_model(params, model_cfg: model_lib.ModelConfig) -> model_lib.MaskedAutoencoder:
-  """Our model holding `params` (no random init)."""
-  model = nnx.eval_shape(lambda: model_lib.MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(0)))
-  state = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, params))
-  nnx.update(model, state)
-  return model
-
-
 def check_inputs(model_cfg: model_lib.ModelConfig, seed: int = 0):
   """A clip and a non-trivial MGM mask for the check.
 
@@ -141,7 +130,7 @@ def check_inputs(model_cfg: model_lib.ModelConfig, seed: int = 0):
   rng = np.random.default_rng(seed)
   frames = rng.integers(0, 256, (1, model_cfg.num_frames, *model_cfg.img_size,
                                  model_cfg.in_chans), dtype=np.uint8)
-  video, _ = train_step_lib.normalize(frames)
+  video, _ = model_lib.normalize(frames)
   t, h, w = model_cfg.grid
   yy, xx = np.mgrid[0:2 * h, 0:2 * w]
   motion = np.stack([np.exp(-((yy - (2 * h - 1) * s / max(t - 1, 1)) ** 2 +

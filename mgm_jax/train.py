@@ -25,7 +25,6 @@ from input_pipeline import datasets
 from input_pipeline import pipeline
 from input_pipeline import sources
 from mgm_jax import checkpoint as checkpoint_lib
-from mgm_jax import inference
 from mgm_jax import masking
 from mgm_jax import metrics as metrics_lib
 from mgm_jax import model as model_lib
@@ -80,7 +79,7 @@ def make_source(config, workdir: str):
 
 def clip_spec(config, train: bool = True) -> pipeline.ClipSpec:
   m, d = config.model, config.data
-  size = inference.model_config_from(m).img_size[0]  # square: validate.py checks it
+  size = model_lib.model_config_from(m).img_size[0]  # square: validate.py checks it
   return pipeline.ClipSpec(
       num_frames=m.num_frames, stride=d.stride, size=size, scales=tuple(d.scales),
       flip=d.flip, train=train, motion=d.motion, compensate_camera=d.compensate_camera,
@@ -145,14 +144,14 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
                steps_per_epoch, total_steps)
 
   # --- Model and optimizer.
-  model_cfg = inference.model_config_from(config.model)
+  model_cfg = model_lib.model_config_from(config.model)
   model = model_lib.MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(config.seed))
   num_masked = masking.num_masked(config.mask.strategy, model_cfg.grid, config.mask.ratio)
   schedule = optim.make_schedule(config.optim, config.batch_size, steps_per_epoch, total_steps)
   optimizer = optim.make_optimizer(config.optim, schedule)
 
   # --- Shard.
-  abstract = jax.eval_shape(lambda: step_lib.init_state(model, optimizer))
+  abstract = jax.eval_shape(lambda: optim.init_state(model, optimizer))
   shardings = step_lib.state_shardings(abstract, mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
 
@@ -167,7 +166,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
     logging.info("resumed from step %d", step)
   else:
     step = 0
-    state = jax.device_put(step_lib.init_state(model, optimizer), shardings)
+    state = jax.device_put(optim.init_state(model, optimizer), shardings)
 
   # --- Step.
   train_step = step_lib.make_train_step(
@@ -177,7 +176,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
 
   def _predict_first(params, frames, mask):  # for the reconstruction image
     m = nnx.merge(graphdef, params, rest)
-    x, _ = step_lib.normalize(frames[:1])
+    x, _ = model_lib.normalize(frames[:1])
     return m(x, mask[:1], num_masked=num_masked)[0]
   predict_first = jax.jit(_predict_first, out_shardings=sharding_lib.replicated(mesh))
 

@@ -1,7 +1,7 @@
 """One jitted, sharded pretraining step: loss, gradients (with accumulation), AdamW update.
 
-The train state is a plain pytree {"step", "params", "opt_state"} with params the model's
-`nnx.Param` state as nested dicts, so it checkpoints and reshards like any array tree.
+The train state is `optim.init_state`'s plain pytree {"step", "params", "opt_state"}, so it
+checkpoints and reshards like any array tree.
 
 Gradient accumulation runs inside the step: a global batch of B clips is cut into k micro-batches
 of B / k (micro-batch j takes rows j, j + k, j + 2k, ... so each device works on every
@@ -13,7 +13,7 @@ Randomness (drop path) is a pure function of (seed, step, micro-batch): no RNG s
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,25 +21,8 @@ import optax
 from flax import nnx
 
 from mgm_jax import loss as loss_lib
+from mgm_jax import model as model_lib
 from mgm_jax import sharding as sharding_lib
-
-# ImageNet statistics, VideoMAE's input normalisation.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-
-
-def normalize(frames_uint8: jax.Array, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
-  """uint8 [..., 3] -> (ImageNet-normalised input, raw [0, 1] video for the target)."""
-  video01 = frames_uint8.astype(jnp.float32) / 255.0
-  x = (video01 - jnp.asarray(MEAN)) / jnp.asarray(STD)
-  return x.astype(dtype), video01
-
-
-def init_state(model: nnx.Module, optimizer: optax.GradientTransformation) -> dict[str, Any]:
-  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  return {"step": jnp.zeros((), jnp.int32), "params": params,
-          "opt_state": optimizer.init(params)}
-
 
 def state_shardings(abstract_state, mesh):
   """FSDP layout for params and optimizer state; the step counter replicated."""
@@ -56,7 +39,7 @@ def make_loss_fn(graphdef, rest, num_masked: int, norm_pix: bool, seed: int) -> 
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), micro)
     if cfg.drop_path_rate > 0:
       nnx.reseed(model, dropout=key)
-    x, video01 = normalize(frames)
+    x, video01 = model_lib.normalize(frames)
     pred = model(x, mask, num_masked=num_masked, deterministic=cfg.drop_path_rate == 0)
     # One term today; a further target (frame difference, trajectories) is one more head and
     # one more entry here.

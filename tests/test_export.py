@@ -50,7 +50,7 @@ def case(request):
   """(size, cfg, params, our model, inputs (video, mask, num_masked), our outputs)."""
   cfg = CONFIGS[request.param]
   params = _random_params(cfg)
-  model = torch_io.build_model(params, cfg)
+  model = model_lib.from_params(cfg, params)
   inputs = torch_io.check_inputs(cfg, seed=1)
   feats, pred = torch_io.jax_outputs(model, *inputs)
   return request.param, cfg, params, model, inputs, (feats, pred)
@@ -337,7 +337,7 @@ def test_export_and_import_commands(tmp_path, capsys):
   finally:
     sys.path.remove('launch')
   config = import_torch.load_config('configs/demo.py')
-  cfg = inference.model_config_from(config.model)
+  cfg = model_lib.model_config_from(config.model)
   params = _random_params(cfg, seed=4)
   inference.save(tmp_path / 'run', config, params, step=3)
   for fmt, src in (('hf', 'hf'), ('videomae', 'videomae/videomae_pretrain.pth')):

@@ -12,7 +12,6 @@ from mgm_jax import inference
 from mgm_jax import model as model_lib
 from mgm_jax import optim
 from mgm_jax import reconstruct
-from mgm_jax import train_step as train_step_lib
 
 
 def _config():
@@ -33,13 +32,13 @@ def run(tmp_path_factory):
   config = _config()
   # Random weights from NumPy (no per-shape XLA compilations as with an eager init), biases
   # included, so that a bias lost on the way would show. Drop path off: the same parameters.
-  cfg = inference.model_config_from(config.model, drop_path_rate=0.0)
+  cfg = model_lib.model_config_from(config.model, drop_path_rate=0.0)
   model = nnx.eval_shape(lambda: model_lib.MaskedAutoencoder(cfg, rngs=nnx.Rngs(0)))
   rng = np.random.default_rng(5)
   for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
     var.set_value(jnp.asarray(0.05 * rng.standard_normal(var.shape), jnp.float32))
   schedule = optim.make_schedule(config.optim, config.batch_size, 10, 100)
-  state = train_step_lib.init_state(model, optim.make_optimizer(config.optim, schedule))
+  state = optim.init_state(model, optim.make_optimizer(config.optim, schedule))
   state['step'] = state['step'] + 7
   (workdir / 'config.json').write_text(config.to_json())
   ckpt = checkpoint_lib.Checkpointer(workdir / 'checkpoints', async_save=False)
@@ -49,12 +48,12 @@ def run(tmp_path_factory):
 
 
 def test_model_config_from_accepts_ints_lists_and_overrides():
-  cfg = inference.model_config_from({'size': 'tiny', 'img_size': [32, 48], 'num_frames': 4},
+  cfg = model_lib.model_config_from({'size': 'tiny', 'img_size': [32, 48], 'num_frames': 4},
                                     remat=True)
   assert cfg.img_size == (32, 48) and cfg.num_frames == 4 and cfg.remat
-  assert inference.model_config_from({'size': 'S', 'img_size': 112}).img_size == (112, 112)
+  assert model_lib.model_config_from({'size': 'S', 'img_size': 112}).img_size == (112, 112)
   with pytest.raises(ValueError, match='unknown'):
-    inference.model_config_from({'size': 'tiny', 'depth': 3})
+    model_lib.model_config_from({'size': 'tiny', 'depth': 3})
 
 
 def test_load_restores_exact_weights_and_features(run):

@@ -16,7 +16,6 @@ import pytest
 from flax import nnx
 
 from mgm_jax import checkpoint as checkpoint_lib
-from mgm_jax import inference
 from mgm_jax import masking
 from mgm_jax import model as model_lib
 from mgm_jax import optim
@@ -67,7 +66,7 @@ def _config(videos, **changes):
 
 @pytest.fixture(scope="module")
 def step_setup():
-  cfg = inference.model_config_from(SMALL_MODEL)
+  cfg = model_lib.model_config_from(SMALL_MODEL)
   model = model_lib.MaskedAutoencoder(cfg, rngs=nnx.Rngs(0))
   optim_cfg = ml_collections.ConfigDict(dict(
       base_lr=0.01, min_lr=0.0, warmup_steps=0, warmup_epochs=0, b1=0.9, b2=0.95,
@@ -84,7 +83,7 @@ def step_setup():
 
 def _fresh_state(model, optimizer):
   """A copy: the steps donate their input state, which must not alias the model's arrays."""
-  return jax.tree.map(jnp.copy, step_lib.init_state(model, optimizer))
+  return jax.tree.map(jnp.copy, optim.init_state(model, optimizer))
 
 
 def _run(step_fn, state, batches, put=lambda b: b):
