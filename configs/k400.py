@@ -1,8 +1,7 @@
 r"""MGM pretraining on Kinetics-400: the paper's recipe (Appendix A, Table 5).
 
-ViT-B, 16 frames at stride 4, 224x224, motion-guided masks at ratio 0.75, AdamW (0.9, 0.95),
-base lr 1.5e-4 x global batch / 256, weight decay 0.05, batch 512, 40 warmup epochs, cosine
-decay, horizontal flip, multi-scale crop.
+As configs/ssv2.py (the schema's defaults, mgm_jax/schema.py) but 16 frames at stride 4 and
+horizontal flip on (K400 labels do not depend on left/right).
 
     python launch/prepare_data.py --dataset=k400 --src=/data/k400 --out=/data/k400_prepared
     python launch/main.py --config=configs/k400.py --workdir=/tmp/mgm_k400 \
@@ -14,54 +13,17 @@ decay, horizontal flip, multi-scale crop.
         --config.data.list_file=/data/k400/train.txt --config.data.root=/data/k400/videos
 
 The argument picks the pretraining length in epochs: `--config=configs/k400.py:400`
-(the paper reports 400, 800, 1200 and 1600; 800 by default). Any field can be overridden,
-e.g. `--config.mask.strategy=tube --config.mask.ratio=0.9 --config.model.size=S`.
-With fewer accelerators, keep the global batch and raise `accum_steps`
-(e.g. 8 GPUs: `--config.accum_steps=8` gives 512 as 8 micro-batches of 64).
+(the paper reports 400, 800, 1200 and 1600; 800 by default). With fewer accelerators, keep the
+global batch and raise `accum_steps` (8 GPUs: `--config.accum_steps=8`).
 """
 
-import ml_collections
+from mgm_jax import schema
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+def get_config(arg: str | None = None):
+  config = schema.defaults()
   config.epochs = int(arg) if arg else 800
-  config.total_steps = -1  # > 0 overrides epochs x steps_per_epoch
-  config.batch_size = 512  # global, all processes and micro-batches together
-  config.accum_steps = 1  # gradient accumulation: micro-batches of batch_size / accum_steps
-
-  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: all remaining devices
-
-  config.model = ml_collections.ConfigDict(dict(
-      size="B", num_frames=16, img_size=224, tubelet=2, patch=16, drop_path_rate=0.0,
-      dtype="bfloat16", remat=False))
-  config.mask = ml_collections.ConfigDict(dict(strategy="mgm", ratio=0.75, jitter=1.0))
-  config.loss = ml_collections.ConfigDict(dict(norm_pix=True))
-
-  config.data = ml_collections.ConfigDict(dict(
-      # prepared: ArrayRecord shards from launch/prepare_data.py (prepared_dir); raw: the data
-      # set's own annotations under root, decoded on the fly; list: a VideoMAE list file;
-      # synthetic: generated videos.
-      source="list",
-      list_file="", root="",  # root: directory the list's relative paths start from
-      prepared_dir="", dataset="k400", split="train", fold=1,
-      num_train_videos=240000,  # K400 train split, about; set your download's count
-      num_synthetic_videos=0,
-      stride=4, scales=(1.0, 0.875, 0.75, 0.66), flip=True,
-      motion="auto",  # mv | frame_diff | auto (mixed codecs: auto falls back per video)
-      compensate_camera=False,
-      repeats=1,  # repeated sampling: crops/masks per decoded video
-      num_threads=16, num_workers=0, prefetch=2,
-      max_skipped_fraction=0.01,  # error budget: stop if more broken videos than this
-  ))
-  config.optim = ml_collections.ConfigDict(dict(
-      base_lr=1.5e-4, min_lr=1e-5, warmup_epochs=40, warmup_steps=-1,  # steps >= 0 win
-      b1=0.9, b2=0.95, weight_decay=0.05,
-      grad_clip=0.0))  # 0: no clipping (VideoMAE's pretraining default)
-
-  config.log_every = 50
-  config.image_every = 5000
-  config.checkpoint_every = 1000
-  config.keep_checkpoints = 3
+  config.data.update(dataset="k400",
+                     num_train_videos=240_000,  # K400 train, about: set your download's count
+                     stride=4, flip=True)
   return config

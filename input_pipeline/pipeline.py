@@ -69,26 +69,42 @@ class LoadClip(grain.transforms.RandomMap):
     self._frame_counts: dict[str, int] = {}
 
   def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+    try:
+      clip = self._decode(record, rng)
+      frames, masks = self._views(clip, rng)
+    except decode.VideoDecodeError as e:
+      return {"failed": str(e)}
+    except Exception as e:  # pylint: disable=broad-except
+      # Any other failure on one video (e.g. a frame size the crop cannot handle) skips that
+      # video too, named with the exception type; a systematic bug shows as failures in a row
+      # (BrokenDataError) or over the error budget, never as a dead or silent run.
+      return {"failed": f"{record.get('name') or record.get('path')}: {type(e).__name__}: {e}"}
+    return {"frames": frames, "mask": masks,
+            "label": np.full((self.spec.repeats,), record["label"], np.int32)}
+
+  def _decode(self, record: dict, rng: np.random.Generator):
     spec = self.spec
     source = record["video"] if "video" in record else record["path"]
     name = record.get("name")
-    try:
-      num = record.get("num_frames") or self._frame_counts.get(record.get("path"))
-      if not num:
-        num = decode.probe(source, name=name).num_frames
-        if "path" in record:
-          self._frame_counts[record["path"]] = num
-      indices = sampling.sample_frame_indices(num, spec.num_frames, spec.stride, rng,
-                                              mode="random" if spec.train else "center")
-      clip = decode.decode_clip(source, indices, motion=spec.motion, name=name,
-                                compensate_camera=spec.compensate_camera, pad_short=True)
-    except decode.VideoDecodeError as e:
-      return {"failed": str(e)}
+    num = record.get("num_frames") or self._frame_counts.get(record.get("path"))
+    if not num:
+      num = decode.probe(source, name=name).num_frames
+      if "path" in record:
+        self._frame_counts[record["path"]] = num
+    indices = sampling.sample_frame_indices(num, spec.num_frames, spec.stride, rng,
+                                            mode="random" if spec.train else "center")
+    clip = decode.decode_clip(source, indices, motion=spec.motion, name=name,
+                              compensate_camera=spec.compensate_camera, pad_short=True)
     if (spec.motion == "auto" and clip.motion_source != "mv" and not self._warned_fallback):
       self._warned_fallback = True  # once per process (worker): the data set needs preparing
       _log.warning("%s has no codec motion vectors: using luma frame differences (logged once; "
                    "launch/prepare_data.py transcodes a data set to H.264 with vectors)",
                    clip.name)
+    return clip
+
+  def _views(self, clip, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`repeats` crops of the clip and their masks: uint8 [R, T, S, S, 3], bool [R, t, h, w]."""
+    spec = self.spec
     frames, masks = [], []
     for _ in range(spec.repeats):
       view = (transforms.multi_scale_crop(clip, spec.size, rng, scales=spec.scales)
@@ -99,15 +115,23 @@ class LoadClip(grain.transforms.RandomMap):
       frames.append(view.frames)
       masks.append(masking.make_mask(spec.mask_strategy, spec.token_grid, spec.mask_ratio, rng,
                                      motion=slots, jitter=spec.mask_jitter))
-    return {"frames": np.stack(frames), "mask": np.stack(masks),
-            "label": np.full((spec.repeats,), record["label"], np.int32)}
+    return np.stack(frames), np.stack(masks)
+
+
+class BrokenDataError(RuntimeError):
+  """Too many videos in a row failed to decode: the data, not one file, is broken."""
 
 
 class _SkipFailuresIterator(grain.DatasetIterator):
-  """Drops failure markers, logging each and counting them into the next good element."""
+  """Drops failure markers, logging each and counting them into the next good element.
 
-  def __init__(self, parent: grain.DatasetIterator):
+  After `max_consecutive` failures in a row it raises BrokenDataError instead of reading on:
+  with every video broken (a wrong data.root, an unmounted disk) the loop would never end.
+  """
+
+  def __init__(self, parent: grain.DatasetIterator, max_consecutive: int):
     super().__init__(parent)
+    self._max_consecutive = max_consecutive
 
   def __next__(self) -> dict:
     skipped = 0
@@ -118,6 +142,11 @@ class _SkipFailuresIterator(grain.DatasetIterator):
         return element
       skipped += 1
       _log.warning("skipping broken video: %s", element["failed"])
+      if skipped >= self._max_consecutive:
+        raise BrokenDataError(
+            f"{skipped} videos in a row failed to decode (data.max_consecutive_failures), the "
+            f"last: {element['failed']}. Is the data where the config says (data.root, "
+            "data.list_file, data.prepared_dir) and readable?")
 
   def get_state(self):
     return self._parent.get_state()
@@ -127,18 +156,22 @@ class _SkipFailuresIterator(grain.DatasetIterator):
 
 
 class SkipFailures(grain.IterDataset):
-  def __init__(self, parent: grain.IterDataset):
+  def __init__(self, parent: grain.IterDataset, max_consecutive: int = 200):
     super().__init__(parent)
+    self._max_consecutive = max_consecutive
 
   def __iter__(self) -> grain.DatasetIterator:
-    return _SkipFailuresIterator(self._parent.__iter__())
+    return _SkipFailuresIterator(self._parent.__iter__(), self._max_consecutive)
 
 
 def make_dataset(source, spec: ClipSpec, *, batch_size: int, seed: int,
                  process_index: int = 0, process_count: int = 1, num_epochs: int | None = None,
-                 num_threads: int = 4, num_workers: int = 0,
-                 prefetch: int = 2) -> grain.IterDataset:
-  """The per-process pipeline; `batch_size` counts clips per process (a multiple of repeats)."""
+                 num_threads: int = 4, num_workers: int = 0, prefetch: int = 2,
+                 max_consecutive_failures: int = 200) -> grain.IterDataset:
+  """The per-process pipeline; `batch_size` counts clips per process (a multiple of repeats).
+
+  `max_consecutive_failures`: raise BrokenDataError after that many broken videos in a row.
+  """
   if batch_size % spec.repeats:
     raise ValueError(f"per-process batch {batch_size} is not divisible by data.repeats "
                      f"{spec.repeats}")
@@ -149,7 +182,7 @@ def make_dataset(source, spec: ClipSpec, *, batch_size: int, seed: int,
   videos_per_batch = batch_size // spec.repeats  # elements here are videos, not clips
   it = ds.to_iter_dataset(grain.ReadOptions(
       num_threads=num_threads, prefetch_buffer_size=max(prefetch * videos_per_batch, 1)))
-  it = SkipFailures(it).batch(videos_per_batch, drop_remainder=True)
+  it = SkipFailures(it, max_consecutive_failures).batch(videos_per_batch, drop_remainder=True)
   if num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return it

@@ -15,6 +15,10 @@ import shutil
 
 from input_pipeline import synthetic
 
+# config.data.source: generated videos | a VideoMAE list file | prepared shards | a data set's own
+# annotations (`datasets.load`).
+KINDS = ("synthetic", "list", "prepared", "raw")
+
 
 class AnnotationError(ValueError):
   """A malformed annotation file; the message names the file and the line."""

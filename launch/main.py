@@ -10,10 +10,17 @@ the flags below, or with no flags from the environment JAX's cluster detection u
 `--distributed=auto` (default) initialises when the flags or such an environment say the job has
 several processes; `yes` always (e.g. a single-host TPU slice started with gcloud --worker=all);
 `no` never. Every process loads its share of each global batch; only process 0 writes metrics.
+
+Exit status: 0 when the run finished or stopped early with a checkpoint (SIGTERM, preemption);
+1 on any error. Errors a user can fix (config, workdir, data, checkpoint) print one line,
+`error: ...`; anything else prints its traceback. Either way the process ends at once, whatever
+background threads are still running.
 """
 
 import logging as pylogging
 import os
+import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -21,7 +28,13 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from input_pipeline import decode
+from input_pipeline import pipeline
+from input_pipeline import sources
+from mgm_jax import checkpoint as checkpoint_lib
 from mgm_jax import train
+from mgm_jax import validate
+from mgm_jax import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)
@@ -67,7 +80,33 @@ def initialize_distributed(mode: str = "auto", coordinator_address: str | None =
   return True
 
 
+# Failures a user can fix from the message alone: one line, no traceback.
+_EXPECTED = (validate.ConfigError, workdir_lib.WorkdirError, checkpoint_lib.CheckpointError,
+             train.NonFiniteLossError, train.SkippedVideosError, pipeline.BrokenDataError,
+             decode.VideoDecodeError, sources.AnnotationError, FileNotFoundError)
+
+
+def _exit(code: int) -> None:
+  """Ends the process now: background threads (data loading, async saves) cannot keep it alive."""
+  pylogging.shutdown()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)  # pylint: disable=protected-access
+
+
 def main(argv):
+  try:
+    _train(argv)
+  except _EXPECTED as e:
+    print(f"error: {e}", file=sys.stderr)
+    _exit(1)
+  except BaseException:  # pylint: disable=broad-except
+    traceback.print_exc()
+    _exit(1)
+  _exit(0)
+
+
+def _train(argv):
   del argv
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietOrbax())

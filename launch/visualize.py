@@ -1,8 +1,8 @@
 r"""Draws a clip's token mask next to its motion, to see the mask follow what moves (MGM Fig. 2/6).
 
-  python launch/visualize.py VIDEO --strategy mgm --out masks.png \
-      [--num-frames 16 --stride 4 --size 224 --mask-ratio 0.75 --seed 0 \
-       --motion auto|mv|frame_diff --compensate-camera --tubelet 2 --patch 16]
+  python launch/visualize.py VIDEO --strategy=mgm --out=masks.png \
+      [--num_frames=16 --stride=4 --size=224 --mask_ratio=0.75 --seed=0 \
+       --motion=auto|mv|frame_diff --compensate_camera --tubelet=2 --patch=16]
   python launch/visualize.py --synthetic --out masks.png   # a generated video instead of VIDEO
 
 One column per temporal token slot: on top the slot's first sampled frame with the masked tokens
@@ -16,12 +16,14 @@ The title names the strategy, the motion source and the masked count of every sl
 
 from __future__ import annotations
 
-import argparse
 import io
 import pathlib
+import sys
 import tempfile
+import types
 from collections.abc import Sequence
 
+from absl import flags
 import matplotlib
 
 matplotlib.use("Agg")
@@ -43,30 +45,45 @@ _MASK_TINT = np.array([0.1, 0.35, 0.9])  # masked tokens: blended towards blue a
 _MASK_ALPHA = 0.45
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  """Parses and checks the command line (exits with a usage message on errors)."""
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("video", nargs="?", help="video file (omit with --synthetic)")
-  parser.add_argument("--synthetic", action="store_true",
-                      help="generate a synthetic video with several moving objects instead")
-  parser.add_argument("--strategy", default="mgm", choices=masking.STRATEGIES)
-  parser.add_argument("--out", required=True, type=pathlib.Path, help="output PNG")
-  parser.add_argument("--num-frames", type=int, default=16)
-  parser.add_argument("--stride", type=int, default=4)
-  parser.add_argument("--size", type=int, default=224)
-  parser.add_argument("--mask-ratio", type=float, default=0.75)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--motion", default="auto", choices=("auto", "mv", "frame_diff"))
-  parser.add_argument("--compensate-camera", action="store_true")
-  parser.add_argument("--tubelet", type=int, default=2)
-  parser.add_argument("--patch", type=int, default=16)
-  parser.add_argument("--dpi", type=int, default=100)
-  args = parser.parse_args(argv)
-  if (args.video is None) == (not args.synthetic):
-    parser.error("give either VIDEO or --synthetic")
+_OUT = flags.DEFINE_string("out", None, "Output PNG.")
+_SYNTHETIC = flags.DEFINE_bool("synthetic", False,
+                               "Generate a synthetic video with several moving objects instead.")
+_STRATEGY = flags.DEFINE_enum("strategy", "mgm", masking.STRATEGIES, "Mask strategy.")
+_NUM_FRAMES = flags.DEFINE_integer("num_frames", 16, "Frames per clip.")
+_STRIDE = flags.DEFINE_integer("stride", 4, "Frame sampling stride.")
+_SIZE = flags.DEFINE_integer("size", 224, "Crop side in pixels.")
+_MASK_RATIO = flags.DEFINE_float("mask_ratio", 0.75, "Fraction of tokens masked.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the mask (and of a synthetic video).")
+_MOTION = flags.DEFINE_enum("motion", "auto", decode.MOTION_POLICIES, "Motion source.")
+_COMPENSATE = flags.DEFINE_bool("compensate_camera", False,
+                                "Subtract each frame's dominant motion.")
+_TUBELET = flags.DEFINE_integer("tubelet", 2, "Frames per token.")
+_PATCH = flags.DEFINE_integer("patch", 16, "Pixels per token side.")
+_DPI = flags.DEFINE_integer("dpi", 100, "Figure resolution.")
+
+
+def _parse_args(argv: Sequence[str]) -> tuple[types.SimpleNamespace, str | None]:
+  """Parses and checks the command line (absl; exits with a usage message on errors).
+
+  Returns (the flag values, the VIDEO argument or None).
+  """
+  flags.FLAGS.unparse_flags()  # main() may run more than once in a process (tests)
+  try:
+    rest = flags.FLAGS(["visualize.py", *argv])[1:]
+    if flags.FLAGS.out is None:
+      raise flags.Error("--out is required")
+  except flags.Error as e:
+    raise SystemExit(f"error: {e}") from None
+  args = types.SimpleNamespace(**{name: flags.FLAGS[name].value for name in (
+      "out", "synthetic", "strategy", "num_frames", "stride", "size", "mask_ratio", "seed",
+      "motion", "compensate_camera", "tubelet", "patch", "dpi")})
+  args.out = pathlib.Path(args.out)
+  if len(rest) > 1 or (not rest) == (not args.synthetic):
+    raise SystemExit("error: give either VIDEO or --synthetic")
   if args.num_frames % args.tubelet or args.size % args.patch or args.patch % clip_lib.MOTION_CELL:
-    parser.error("need num-frames % tubelet == 0, size % patch == 0 and patch % 8 == 0")
-  return args
+    raise SystemExit("error: need num_frames % tubelet == 0, size % patch == 0 and "
+                     "patch % 8 == 0")
+  return args, (rest[0] if rest else None)
 
 
 def _token_flow(flow: np.ndarray, tubelet: int, cells_per_token: int) -> np.ndarray:
@@ -138,7 +155,7 @@ def render(clip: clip_lib.Clip, mask: np.ndarray, slots: np.ndarray, *, tubelet:
   return fig
 
 
-def _describe(args: argparse.Namespace, clip: clip_lib.Clip, mask: np.ndarray) -> str:
+def _describe(args: types.SimpleNamespace, clip: clip_lib.Clip, mask: np.ndarray) -> str:
   """The figure title: clip, strategy, motion source and the masked count per slot."""
   counts = " ".join(str(int(c)) for c in mask.reshape(mask.shape[0], -1).sum(axis=1))
   camera = ", camera-compensated" if args.compensate_camera else ""
@@ -156,7 +173,7 @@ def _save_png(fig: plt.Figure, path: pathlib.Path, dpi: int) -> None:
   image.save(path, optimize=True)
 
 
-def visualize(args: argparse.Namespace, video: pathlib.Path, name: str) -> pathlib.Path:
+def visualize(args: types.SimpleNamespace, video: pathlib.Path, name: str) -> pathlib.Path:
   """Decodes, crops, masks and renders one clip of `video` (called `name`) into `args.out`."""
   num_video_frames = decode.probe(video).num_frames
   indices = sampling.sample_frame_indices(num_video_frames, args.num_frames, args.stride, None,
@@ -176,17 +193,20 @@ def visualize(args: argparse.Namespace, video: pathlib.Path, name: str) -> pathl
   return args.out
 
 
-def main(argv: Sequence[str] | None = None) -> pathlib.Path:
-  """Runs the command line; returns the PNG path."""
-  args = _parse_args(argv)
-  if not args.synthetic:
-    return visualize(args, pathlib.Path(args.video), pathlib.Path(args.video).name)
+def main(argv: Sequence[str]) -> pathlib.Path:
+  """Runs the command line (without the program name); returns the PNG path."""
+  args, video = _parse_args(argv)
+  if video is not None:
+    return visualize(args, pathlib.Path(video), pathlib.Path(video).name)
   with tempfile.TemporaryDirectory() as tmp:
-    video = synthetic.make_video(
+    made = synthetic.make_video(
         pathlib.Path(tmp) / "synthetic.mp4", num_frames=(args.num_frames - 1) * args.stride + 1,
         num_objects=4, object_size=(32, 64), seed=args.seed)
-    return visualize(args, video.path, f"synthetic video (seed {args.seed})")
+    return visualize(args, made.path, f"synthetic video (seed {args.seed})")
 
 
 if __name__ == "__main__":
-  print(main())
+  try:
+    print(main(sys.argv[1:]))
+  except decode.VideoDecodeError as e:
+    sys.exit(f"error: {e}")

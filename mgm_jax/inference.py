@@ -18,7 +18,6 @@ changes no parameter. `run.config` is the config exactly as trained.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 from flax import nnx
@@ -30,6 +29,7 @@ import numpy as np
 from mgm_jax import checkpoint as checkpoint_lib
 from mgm_jax import model as model_lib
 from mgm_jax import optim
+from mgm_jax import workdir as workdir_lib
 from mgm_jax import reconstruct as reconstruct_lib
 
 
@@ -39,12 +39,6 @@ class Loaded:
   model: model_lib.MaskedAutoencoder
   config: ml_collections.ConfigDict
   step: int
-
-
-def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-  """The run's config, from `workdir/config.json` (written with `config.to_json()`)."""
-  with open(os.path.join(os.fspath(workdir), 'config.json'), encoding='utf-8') as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 def abstract_train_state(config: ml_collections.ConfigDict, model_cfg: model_lib.ModelConfig):
@@ -67,7 +61,7 @@ def abstract_train_state(config: ml_collections.ConfigDict, model_cfg: model_lib
 
 def load(workdir: str | os.PathLike, step: int | None = None) -> Loaded:
   """Restores the model of `workdir` at `step` (default: the latest checkpoint)."""
-  config = read_config(workdir)
+  config = workdir_lib.read_config(workdir)
   model_cfg = model_lib.model_config_from(config.model, drop_path_rate=0.0)
   abstract = abstract_train_state(config, model_cfg)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(os.fspath(workdir), 'checkpoints'),

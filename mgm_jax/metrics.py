@@ -46,7 +46,8 @@ class MetricsWriter:
       total_steps: the run's last step, for the progress line's ETA.
       resume_step: the checkpoint step a resumed run restarts from: lines of later steps in
         metrics.jsonl (written after that checkpoint, before the interruption) are dropped, as
-        the resumed run writes those steps again.
+        the resumed run writes those steps again; so is a torn last line (a run killed while
+        writing it). A corrupt line before the last raises ValueError naming the line.
       enabled: write anything at all; default: only on process 0.
       smoothing: weight of the past in the exponential average of the step time.
     """
@@ -71,7 +72,19 @@ class MetricsWriter:
     if not os.path.exists(path):
       return
     with open(path, encoding='utf-8') as f:
-      kept = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
+      lines = [line for line in f if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, start=1):
+      try:
+        record = json.loads(line)
+      except ValueError as e:
+        if number < len(lines):
+          raise ValueError(f'{path}:{number}: not a JSON line ({e}); fix or remove it') from e
+        logging.warning('%s: dropping its torn last line (the run was killed while writing '
+                        'it): %r', path, line[:80])
+        continue
+      if record['step'] <= step:
+        kept.append(line if line.endswith('\n') else line + '\n')
     with open(path, 'w', encoding='utf-8') as f:
       f.writelines(kept)
 

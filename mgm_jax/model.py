@@ -177,7 +177,8 @@ def model_config_from(section: Mapping[str, Any], **overrides: Any) -> ModelConf
   """A config's `model` section (ConfigDict or dict) -> ModelConfig.
 
   `size` names the preset, every other field overrides it; `img_size` may be an int (square) or
-  [h, w]; lists become tuples. Unknown fields raise. `overrides` win over the config's fields.
+  [h, w]; lists become tuples; `attention_impl` "" means None. Unknown fields raise.
+  `overrides` win over the config's fields.
   """
   fields = dict(section.to_dict() if hasattr(section, 'to_dict') else section)
   fields.update(overrides)
@@ -185,6 +186,8 @@ def model_config_from(section: Mapping[str, Any], **overrides: Any) -> ModelConf
   if 'img_size' in fields and np.ndim(fields['img_size']) == 0:
     fields['img_size'] = (int(fields['img_size']),) * 2
   fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  if fields.get('attention_impl') == '':  # configs spell "XLA's default" as ""
+    fields['attention_impl'] = None
   return model_config(size, **fields)
 
 

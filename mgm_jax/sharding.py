@@ -22,19 +22,25 @@ DATA_AXES = ("data", "fsdp")  # the batch dimension is split over both mesh axes
 MIN_SHARDED_SIZE = 2**12  # arrays smaller than this are replicated (biases, norms, tokens)
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
-  """A (data, fsdp) mesh over all devices; one of the sizes may be -1 (the rest of the devices)."""
-  devices = jax.devices() if devices is None else devices
-  n = len(devices)
+def mesh_shape(data: int, fsdp: int, num_devices: int) -> tuple[int, int]:
+  """(data, fsdp) with a -1 resolved to the rest of the devices; ValueError if they don't fit."""
+  n = num_devices
   if data == -1 and fsdp == -1:
-    raise ValueError("mesh: at most one of config.mesh.data / config.mesh.fsdp may be -1")
+    raise ValueError("at most one of mesh.data / mesh.fsdp may be -1")
   if data == -1:
     data = n // fsdp if fsdp > 0 and n % fsdp == 0 else 0
   if fsdp == -1:
     fsdp = n // data if data > 0 and n % data == 0 else 0
   if data < 1 or fsdp < 1 or data * fsdp != n:
-    raise ValueError(f"mesh: config.mesh.data x config.mesh.fsdp must equal the {n} devices, "
-                     f"got data={data}, fsdp={fsdp}")
+    raise ValueError(f"mesh.data x mesh.fsdp must equal the {n} devices, got data={data}, "
+                     f"fsdp={fsdp}")
+  return data, fsdp
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
+  """A (data, fsdp) mesh over all devices; one of the sizes may be -1 (the rest of the devices)."""
+  devices = jax.devices() if devices is None else devices
+  data, fsdp = mesh_shape(data, fsdp, len(devices))
   grid = np.asarray(devices).reshape(data, fsdp)
   return Mesh(grid, ("data", "fsdp"), axis_types=(AxisType.Auto, AxisType.Auto))
 

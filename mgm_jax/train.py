@@ -1,25 +1,37 @@
 """The pretraining loop: mesh -> data -> model -> shard -> step -> checkpoint -> loop.
 
 `train(config, workdir)` runs on one CPU, a GPU box or every host of a TPU pod (one process per
-host, each loading its share of every global batch). It resumes from the workdir's latest
-checkpoint, saves on SIGTERM / preemption and exits cleanly, and stops with the step named if the
-loss stops being finite (the last checkpoint, written before that step, stays intact).
+host, each loading its share of every global batch). `setup` builds everything in that order
+and restores the workdir's checkpoint; `loop` trains. What a run promises:
+
+- It refuses a workdir that another run holds or that belongs to another config, before
+  writing anything (`workdir.py`).
+- It resumes from the latest checkpoint (or `config.resume_step`), exactly: the data stream
+  continues where the checkpoint was taken.
+- No checkpoint ever holds a non-finite state: every step reports whether the state it returns
+  is finite, and the loop checks all steps since the last check before any save.
+- SIGTERM / preemption: save at the next step boundary, then exit; a second SIGTERM exits at once.
+- Broken videos are skipped and counted against `data.max_skipped_fraction`; a data set where
+  every video fails stops after `data.max_consecutive_failures`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import os
 import signal
 import time
+from typing import Any, Callable
 
+from absl import logging
 from etils import epath
-
+from flax import nnx
+import grain
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
-from absl import logging
-from flax import nnx
 
 from input_pipeline import datasets
 from input_pipeline import pipeline
@@ -33,6 +45,7 @@ from mgm_jax import reconstruct
 from mgm_jax import sharding as sharding_lib
 from mgm_jax import train_step as step_lib
 from mgm_jax import validate
+from mgm_jax import workdir as workdir_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -43,33 +56,17 @@ class SkippedVideosError(RuntimeError):
   pass
 
 
-def run_dirs(workdir: str) -> tuple[str, str]:
-  """(workdir, logdir). Checkpoints and config.json go to `workdir`, which may be any path
-  etils.epath and Orbax support (e.g. gs://...). Metrics, TensorBoard events, images and generated
-  synthetic videos need a local file system: for a remote workdir they go to
-  /tmp/mgm_logs/<workdir's last part> on process 0's host (copy them up yourself)."""
-  if "://" not in workdir:
-    workdir = os.path.abspath(workdir)
-    return workdir, workdir
-  logdir = os.path.join("/tmp/mgm_logs", workdir.rstrip("/").rsplit("/", 1)[-1])
-  logging.warning("remote workdir %s: metrics, TensorBoard events and images go to %s",
-                  workdir, logdir)
-  return workdir, logdir
-
-
-def make_source(config, workdir: str):
-  """config.data.source: synthetic | list (VideoMAE list file) | prepared (ArrayRecord shards
-  from launch/prepare_data.py) | raw (a data set's own annotations, decoded on the fly)."""
+def make_source(config, logdir: str):
+  """config.data.source (one of `sources.KINDS`) -> a random-access source of video records."""
   d = config.data
   if d.source == "synthetic":
-    root = d.root or os.path.join(workdir, "synthetic_videos")
+    root = d.root or os.path.join(logdir, "synthetic_videos")
     return sources.synthetic_source(root, d.num_synthetic_videos, seed=config.seed,
-                                    **dict(d.get("synthetic", {})))
+                                    **dict(d.synthetic))
   if d.source == "prepared":
-    return sources.PreparedSource(d.prepared_dir, d.get("split", "train"),
-                                  d.get("dataset") or None)
+    return sources.PreparedSource(d.prepared_dir, d.split, d.dataset or None)
   if d.source == "raw":
-    index = datasets.load(d.dataset, d.root, d.get("split", "train"), fold=d.get("fold", 1))
+    index = datasets.load(d.dataset, d.root, d.split, fold=d.fold)
     if index.missing:
       logging.warning("%s: %d listed videos are missing, e.g. %s", index.summary(),
                       len(index.missing), index.missing[:5])
@@ -79,49 +76,33 @@ def make_source(config, workdir: str):
 
 def clip_spec(config, train: bool = True) -> pipeline.ClipSpec:
   m, d = config.model, config.data
-  size = model_lib.model_config_from(m).img_size[0]  # square: validate.py checks it
   return pipeline.ClipSpec(
-      num_frames=m.num_frames, stride=d.stride, size=size, scales=tuple(d.scales),
+      num_frames=m.num_frames, stride=d.stride, size=m.img_size, scales=tuple(d.scales),
       flip=d.flip, train=train, motion=d.motion, compensate_camera=d.compensate_camera,
       repeats=d.repeats, mask_strategy=config.mask.strategy, mask_ratio=config.mask.ratio,
       mask_jitter=config.mask.jitter, tubelet=m.tubelet, patch=m.patch)
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag checked between steps, in single-process runs.
-
-  With several processes a signal reaches them at different steps, and a process saving alone
-  would leave the others waiting: there, Orbax's `reached_preemption` (JAX's preemption sync
-  service, which agrees on one step for all processes) decides instead.
-  """
-
-  def __init__(self, single_process: bool):
-    self.requested = False
-    if not single_process:
-      return
-    try:
-      signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread (e.g. some test runners)
-      pass
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning("SIGTERM: saving a checkpoint at the next step boundary, then exiting")
-    self.requested = True
+@dataclasses.dataclass
+class Run:
+  """Everything `setup` built, in the order it built it."""
+  config: Any
+  mesh: jax.sharding.Mesh
+  spec: pipeline.ClipSpec
+  data_iter: grain.DatasetIterator
+  total_steps: int
+  model_cfg: model_lib.ModelConfig
+  state: dict
+  step: int
+  train_step: Callable
+  predict_first: Callable
+  to_global: Callable
+  ckpt: checkpoint_lib.Checkpointer
 
 
-def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
-  """Pretrains as `config` says; returns the last logged metrics.
-
-  `stop_after`: end this run (with a checkpoint) after that many steps, as a time-sliced job or
-  an interruption would; the next call resumes from there.
-  """
+def setup(config, workdir: str, logdir: str) -> Run:
+  """Builds the run and restores its checkpoint, if any; writes nothing but checkpoint dirs."""
   nproc, pid = jax.process_count(), jax.process_index()
-  validate.validate(config, jax.device_count(), nproc)
-  workdir, logdir = run_dirs(workdir)
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  if pid == 0:
-    (epath.Path(workdir) / "config.json").write_text(config.to_json(indent=2))
 
   # --- Mesh.
   mesh = sharding_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -130,16 +111,16 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
   # --- Data.
   source = make_source(config, logdir)
   spec = clip_spec(config)
-  local_batch = config.batch_size // nproc
+  d = config.data
   dataset = pipeline.make_dataset(
-      source, spec, batch_size=local_batch, seed=config.seed, process_index=pid,
-      process_count=nproc, num_threads=config.data.num_threads,
-      num_workers=config.data.num_workers, prefetch=config.data.prefetch)
+      source, spec, batch_size=config.batch_size // nproc, seed=config.seed, process_index=pid,
+      process_count=nproc, num_threads=d.num_threads, num_workers=d.num_workers,
+      prefetch=d.prefetch, max_consecutive_failures=d.max_consecutive_failures)
   data_iter = iter(dataset)
-  num_videos = config.data.num_train_videos or len(source)
+  num_videos = d.num_train_videos or len(source)
   steps_per_epoch = max(num_videos // (config.batch_size // spec.repeats), 1)
   total_steps = (config.total_steps if config.total_steps > 0
-                 else config.epochs * steps_per_epoch)
+                 else int(config.epochs * steps_per_epoch))
   logging.info("%s: %d videos, %d steps per epoch, %d steps", source, num_videos,
                steps_per_epoch, total_steps)
 
@@ -156,13 +137,14 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
   batch_sharding = sharding_lib.batch_sharding(mesh)
 
   # --- Checkpoint (restore if there is one).
-  ckpt = checkpoint_lib.Checkpointer(str(epath.Path(workdir) / "checkpoints"),
+  ckpt = checkpoint_lib.Checkpointer(epath.Path(workdir) / "checkpoints",
                                      keep=config.keep_checkpoints,
                                      every_steps=config.checkpoint_every)
-  if ckpt.latest_step() is not None:
+  resume = None if config.resume_step < 0 else config.resume_step
+  if resume is not None or ckpt.latest_step() is not None:
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
-    step, state = ckpt.restore(target, data_iter)
+    step, state = ckpt.restore(target, data_iter, step=resume)
     logging.info("resumed from step %d", step)
   else:
     step = 0
@@ -175,80 +157,150 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
   graphdef, _, rest = nnx.split(model, nnx.Param, ...)
 
   def _predict_first(params, frames, mask):  # for the reconstruction image
-    m = nnx.merge(graphdef, params, rest)
     x, _ = model_lib.normalize(frames[:1])
-    return m(x, mask[:1], num_masked=num_masked)[0]
-  predict_first = jax.jit(_predict_first, out_shardings=sharding_lib.replicated(mesh))
+    return nnx.merge(graphdef, params, rest)(x, mask[:1], num_masked=num_masked)[0]
 
-  def to_global(local):
-    return jax.make_array_from_process_local_data(batch_sharding, local)
+  return Run(config=config, mesh=mesh, spec=spec, data_iter=data_iter, total_steps=total_steps,
+             model_cfg=model_cfg, state=state, step=int(step), train_step=train_step,
+             predict_first=jax.jit(_predict_first,
+                                   out_shardings=sharding_lib.replicated(mesh)),
+             to_global=lambda local: jax.make_array_from_process_local_data(batch_sharding,
+                                                                            local),
+             ckpt=ckpt)
 
-  # --- Loop.
-  first_step = step
-  writer = metrics_lib.MetricsWriter(logdir, total_steps=total_steps,
-                                     resume_step=first_step if first_step else None)
-  preemption = _Preemption(single_process=nproc == 1)
-  pending = []  # (step, device metrics) since the last host check, to name a bad step exactly
-  skipped = attempted = 0
-  last = {}
-  tic, clips_since = time.perf_counter(), 0
 
-  def check_finite():
-    for s, m in jax.device_get(pending):
-      if not (math.isfinite(float(m["loss"])) and math.isfinite(float(m["grad_norm"]))):
+class _Preemption:
+  """Turns the first SIGTERM into a flag checked between steps, in single-process runs.
+
+  The second SIGTERM gets the default action (the process ends at once): a run that is stuck
+  (e.g. in a save) can still be stopped. With several processes a signal reaches them at
+  different steps, and a process saving alone would leave the others waiting: there, Orbax's
+  `reached_preemption` (JAX's preemption sync service, one step for all processes) decides.
+  """
+
+  def __init__(self, single_process: bool):
+    self.requested = False
+    self._previous = None
+    if single_process:
+      try:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+      except ValueError:  # not the main thread (e.g. some test runners)
+        pass
+
+  def _handle(self, signum, frame):
+    del frame
+    logging.warning("SIGTERM: saving a checkpoint at the next step boundary, then exiting "
+                    "(a second SIGTERM exits at once)")
+    self.requested = True
+    signal.signal(signum, signal.SIG_DFL)
+
+  def close(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+class _Guards:
+  """The checks made before every save and log line: all steps finite, broken videos in budget."""
+
+  def __init__(self, config, ckpt: checkpoint_lib.Checkpointer):
+    self._config, self._ckpt = config, ckpt
+    self.pending = []  # (step, device metrics) since the last check: names a bad step exactly
+    self.skipped = self.attempted = 0
+
+  def check_finite(self) -> None:
+    for step, m in jax.device_get(self.pending):
+      loss, grad_norm = float(m["loss"]), float(m["grad_norm"])
+      if not (math.isfinite(loss) and math.isfinite(grad_norm) and bool(m["state_finite"])):
+        what = ("the parameters or optimizer state after the update"
+                if math.isfinite(loss) and math.isfinite(grad_norm) else "the loss")
         raise NonFiniteLossError(
-            f"loss {float(m['loss'])} / grad norm {float(m['grad_norm'])} at step {s}: stopping; "
-            f"the last checkpoint ({ckpt.latest_step()}) is intact")
-    pending.clear()
+            f"{what} became non-finite at step {step} (loss {loss}, grad norm {grad_norm}, "
+            f"lr {float(m['lr']):.3g}): stopping without saving it; the last checkpoint "
+            f"({self._ckpt.latest_step()}) is intact")
+    self.pending.clear()
 
-  def check_skipped() -> int:
+  def check_skipped(self) -> int:
     """Broken videos of all processes since this run started; stops over the error budget."""
-    counts = np.array([skipped, attempted])
-    if nproc > 1:
+    counts = np.array([self.skipped, self.attempted])
+    if jax.process_count() > 1:
       counts = multihost_utils.process_allgather(counts).sum(axis=0)
     total_skipped, total = int(counts[0]), int(counts[1])
-    if total_skipped > max(10, config.data.max_skipped_fraction * total):
+    budget = self._config.data.max_skipped_fraction
+    if total_skipped > max(10, budget * total):
       raise SkippedVideosError(
           f"{total_skipped} of {total} videos were broken (data.max_skipped_fraction="
-          f"{config.data.max_skipped_fraction}); see the warnings for their names")
+          f"{budget}); see the warnings for their names")
     return total_skipped
 
+
+def loop(run: Run, logdir: str, *, stop_after: int | None = None) -> dict:
+  """Trains from `run.step` to `run.total_steps`; returns the last logged metrics."""
+  config, ckpt = run.config, run.ckpt
+  pid = jax.process_index()
+  first_step = step = run.step
+  writer = metrics_lib.MetricsWriter(logdir, total_steps=run.total_steps,
+                                     resume_step=first_step)
+  preemption = _Preemption(single_process=jax.process_count() == 1)
+  guards = _Guards(config, ckpt)
+  state, last = run.state, {}
+  tic, clips_since = time.perf_counter(), 0
   try:
-    while step < total_steps:
-      batch = pipeline.flatten_repeats(next(data_iter))
-      skipped += int(batch["skipped"])
-      attempted += int(batch["skipped"]) + batch["frames"].shape[0] // spec.repeats
-      frames, mask = to_global(batch["frames"]), to_global(batch["mask"])
-      state, metrics = train_step(state, {"frames": frames, "mask": mask})
+    while step < run.total_steps:
+      batch = pipeline.flatten_repeats(next(run.data_iter))
+      guards.skipped += int(batch["skipped"])
+      guards.attempted += int(batch["skipped"]) + batch["frames"].shape[0] // run.spec.repeats
+      frames, mask = run.to_global(batch["frames"]), run.to_global(batch["mask"])
+      state, metrics = run.train_step(state, {"frames": frames, "mask": mask})
       step += 1
       clips_since += config.batch_size
-      pending.append((step, metrics))
+      guards.pending.append((step, metrics))
 
-      is_last = step == total_steps
+      is_last = step == run.total_steps
       stopping = (preemption.requested or ckpt.reached_preemption(step)
                   or (stop_after is not None and step - first_step >= stop_after))
       will_save = is_last or stopping or step % config.checkpoint_every == 0
       if step % config.log_every == 0 or will_save:  # every process gets here at the same step
-        check_finite()  # before any save: a checkpoint never holds a non-finite state
-        all_skipped = check_skipped()
+        guards.check_finite()  # before any save: a checkpoint never holds a non-finite state
+        all_skipped = guards.check_skipped()
         elapsed = time.perf_counter() - tic
-        last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        last = {k: float(v) for k, v in jax.device_get(metrics).items() if k != "state_finite"}
         last.update(clips_per_s=clips_since / elapsed, skipped_videos=all_skipped)
         writer.write(step, last)
         writer.progress(step, {k: v for k, v in last.items() if k != "clips_per_s"},
                         last["clips_per_s"])
         tic, clips_since = time.perf_counter(), 0
       if config.image_every and (step % config.image_every == 0 or is_last):
-        pred = jax.device_get(predict_first(state["params"], frames, mask))
+        pred = jax.device_get(run.predict_first(state["params"], frames, mask))
         if pid == 0:
           writer.write_image(step, "reconstruction", reconstruct.reconstruction_panel(
-              batch["frames"][0], batch["mask"][0], pred, tubelet=model_cfg.tubelet,
-              patch=model_cfg.patch, norm_pix=config.loss.norm_pix))
-      ckpt.save(step, state, data_iter, force=is_last or stopping)
+              batch["frames"][0], batch["mask"][0], pred, tubelet=run.model_cfg.tubelet,
+              patch=run.model_cfg.patch, norm_pix=config.loss.norm_pix))
+      ckpt.save(step, state, run.data_iter, force=is_last or stopping)
       if stopping and not is_last:
         logging.warning("stopping early: saved step %d, exiting", step)
         break
+    ckpt.wait()  # a failed last save raises here, while the run can still say so
   finally:
-    ckpt.close()
+    preemption.close()
     writer.close()
   return last
+
+
+def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
+  """Pretrains as `config` says in `workdir`; returns the last logged metrics.
+
+  `stop_after`: end this run (with a checkpoint) after that many steps, as a time-sliced job or
+  an interruption would; the next call resumes from there.
+  """
+  validate.validate(config, jax.device_count(), jax.process_count())
+  workdir, logdir = workdir_lib.run_dirs(workdir)
+  is_main = jax.process_index() == 0
+  with workdir_lib.lock(logdir) if is_main else contextlib.nullcontext():
+    workdir_lib.check_resumable(workdir, config)
+    run = setup(config, workdir, logdir)
+    try:
+      if is_main:  # only once the checkpoint (if any) restored: it belongs to this config
+        workdir_lib.write_config(workdir, config)
+      return loop(run, logdir, stop_after=stop_after)
+    finally:
+      run.ckpt.close()

@@ -31,6 +31,13 @@ def state_shardings(abstract_state, mesh):
           "opt_state": sharding_lib.tree_shardings(abstract_state["opt_state"], mesh)}
 
 
+def all_finite(tree) -> jax.Array:
+  """bool []: no NaN or inf in any floating-point leaf of `tree`."""
+  leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.stack(leaves).all() if leaves else jnp.bool_(True)
+
+
 def make_loss_fn(graphdef, rest, num_masked: int, norm_pix: bool, seed: int) -> Callable:
   """loss(params, frames, mask, step, micro) for one micro-batch, drop path seeded per step."""
   def loss_fn(params, frames, mask, step, micro):
@@ -90,7 +97,9 @@ def make_train_step(model: nnx.Module, optimizer: optax.GradientTransformation, 
     new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
                  "opt_state": opt_state}
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-               "lr": schedule(state["step"])}
+               "lr": schedule(state["step"]),
+               # Of the state this step returns (what a checkpoint would hold), not of its input.
+               "state_finite": all_finite((new_state["params"], opt_state))}
     return new_state, metrics
 
   if shardings is None:

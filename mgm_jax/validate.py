@@ -1,73 +1,162 @@
-"""Checks a pretraining config before anything starts; every error names the config field."""
+"""Checks a run's config before anything starts; every error names the config field.
+
+The schema (`schema.defaults()`) defines the fields: an unknown field, or a value of another type,
+is an error (with the closest field name). `model` also takes any `model.ModelConfig` field (a
+custom architecture: encoder_dim, decoder_depth, ...). Choice lists come from the modules that own them
+(mask strategies, motion policies, model sizes and dtypes, data sources and data sets), and every
+number is checked against the range where it means something, so a bad value stops the run at
+start with one line instead of failing (or doing damage) thousands of steps later.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import inspect
+
+from input_pipeline import datasets
+from input_pipeline import decode
+from input_pipeline import sources
+from input_pipeline import synthetic
 from mgm_jax import masking
 from mgm_jax import model as model_lib
+from mgm_jax import schema
+from mgm_jax import sharding
 
 
 class ConfigError(ValueError):
   """An invalid config; the message starts with the field's dotted name."""
 
 
-def _img_size(model_config) -> tuple[int, int]:
-  size = model_config.img_size
-  return (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+def _fail(field: str, message: str):
+  raise ConfigError(f"config.{field}: {message}")
+
+
+def _check_fields(config, spec, prefix: str = "") -> None:
+  """Every field of `config` exists in `spec` with a value of the same kind, and vice versa."""
+  missing = [k for k in spec if k not in config]
+  if missing:
+    _fail(prefix + missing[0], "missing; start the config from mgm_jax.schema.defaults()")
+  for key, value in config.items():
+    field = prefix + key
+    if prefix == "model." and key not in spec and key in _ARCHITECTURE:
+      continue  # any ModelConfig field may override the preset; ModelConfig checks its value
+    if key not in spec:
+      close = difflib.get_close_matches(key, list(spec.keys()), n=1)
+      _fail(field, "unknown field" + (f"; did you mean {prefix}{close[0]}?" if close else ""))
+    expected = spec[key]
+    if hasattr(expected, "items") and not field.endswith("data.synthetic"):
+      if not hasattr(value, "items"):
+        _fail(field, f"expected a section, got {value!r}")
+      _check_fields(value, expected, field + ".")
+    elif isinstance(expected, bool) or isinstance(value, bool):
+      if not isinstance(value, bool) or not isinstance(expected, bool):
+        _fail(field, f"{value!r} must be of type {type(expected).__name__}")
+    elif isinstance(expected, float):
+      if not isinstance(value, (int, float)):
+        _fail(field, f"{value!r} must be a number")
+    elif isinstance(expected, (tuple, list)):
+      if not isinstance(value, (tuple, list)):
+        _fail(field, f"{value!r} must be a list")
+    elif not hasattr(expected, "items") and not isinstance(value, type(expected)):
+      _fail(field, f"{value!r} must be of type {type(expected).__name__}")
+
+
+_ARCHITECTURE = frozenset(f.name for f in dataclasses.fields(model_lib.ModelConfig))
+
+
+def _choice(field: str, value, choices) -> None:
+  if value not in choices:
+    _fail(field, f"{value!r} is unknown; choose one of {tuple(choices)}")
+
+
+def _at_least(field: str, value, low) -> None:
+  if value < low:
+    _fail(field, f"{value} must be >= {low}")
 
 
 def validate(config, num_devices: int, num_processes: int = 1) -> None:
   """Raises ConfigError for the first problem found."""
-  def fail(field, message):
-    raise ConfigError(f"config.{field}: {message}")
+  _check_fields(config, schema.defaults())
 
   m = config.model
-  if m.size not in model_lib.SIZES:
-    fail("model.size", f"{m.size!r} is unknown; choose one of {model_lib.SIZES}")
-  for hw in _img_size(m):
-    if hw % m.patch:
-      fail("model.img_size", f"{m.img_size} is not divisible by model.patch={m.patch}")
-    if hw % 8:
-      fail("model.img_size", f"{m.img_size} must be a multiple of 8 (the motion grid)")
-  h, w = _img_size(m)
-  if h != w:
-    fail("model.img_size", f"{m.img_size}: the input pipeline makes square clips (VideoMAE's "
-         "crops); give one size")
+  _choice("model.size", m.size, model_lib.SIZES)
+  _choice("model.dtype", m.dtype, model_lib.DTYPES)
+  _choice("model.attention_impl", m.attention_impl, ("", "xla", "cudnn"))
+  for name in ("num_frames", "img_size", "tubelet", "patch"):
+    _at_least(f"model.{name}", m[name], 1)
+  if m.img_size % m.patch:
+    _fail("model.img_size", f"{m.img_size} is not divisible by model.patch={m.patch}")
+  if m.img_size % 8:
+    _fail("model.img_size", f"{m.img_size} must be a multiple of 8 (the motion grid)")
   if m.num_frames % m.tubelet:
-    fail("model.num_frames", f"{m.num_frames} is not divisible by model.tubelet={m.tubelet}")
-  if m.dtype not in ("float32", "bfloat16"):
-    fail("model.dtype", f"{m.dtype!r}; choose float32 or bfloat16")
+    _fail("model.num_frames", f"{m.num_frames} is not divisible by model.tubelet={m.tubelet}")
+  if not 0.0 <= m.drop_path_rate < 1.0:
+    _fail("model.drop_path_rate", f"{m.drop_path_rate} must lie in [0, 1)")
+  try:
+    grid = model_lib.model_config_from(m).grid
+  except ValueError as e:
+    _fail("model", str(e))
 
-  if config.mask.strategy not in masking.STRATEGIES:
-    fail("mask.strategy", f"{config.mask.strategy!r} is unknown; choose one of "
-         f"{masking.STRATEGIES}")
-  if not 0.0 < config.mask.ratio < 1.0:
-    fail("mask.ratio", f"{config.mask.ratio} must lie in (0, 1)")
+  k = config.mask
+  _choice("mask.strategy", k.strategy, masking.STRATEGIES)
+  if not 0.0 < k.ratio < 1.0:
+    _fail("mask.ratio", f"{k.ratio} must lie in (0, 1)")
+  try:
+    masking.num_masked(k.strategy, grid, k.ratio)
+  except ValueError as e:
+    _fail("mask.ratio", str(e))
+  _at_least("mask.jitter", k.jitter, 0)
 
   d = config.data
-  if d.source not in ("list", "synthetic", "prepared", "raw"):
-    fail("data.source", f"{d.source!r}; choose list, synthetic, prepared or raw")
+  _choice("data.source", d.source, sources.KINDS)
   if d.source == "list" and not d.list_file:
-    fail("data.list_file", "is empty; point it at a VideoMAE list file ('path label' lines)")
-  if d.source == "prepared" and not d.get("prepared_dir"):
-    fail("data.prepared_dir", "is empty; point it at the --out of launch/prepare_data.py")
-  if d.source == "raw" and not (d.get("dataset") and d.root):
-    fail("data.dataset", "raw needs data.dataset (ssv2, k400, ...) and data.root")
-  if d.motion not in ("mv", "frame_diff", "auto"):
-    fail("data.motion", f"{d.motion!r}; choose mv, frame_diff or auto")
-  if d.stride < 1:
-    fail("data.stride", f"{d.stride} must be >= 1")
-  if d.repeats < 1:
-    fail("data.repeats", f"{d.repeats} must be >= 1")
+    _fail("data.list_file", "is empty; point it at a VideoMAE list file ('path label' lines)")
+  if d.source == "prepared" and not d.prepared_dir:
+    _fail("data.prepared_dir", "is empty; point it at the --out of launch/prepare_data.py")
+  _choice("data.dataset", d.dataset, datasets.DATASETS)
+  if d.source == "raw" and not d.root:
+    _fail("data.root", "is empty; source=raw reads the data set's own layout under it")
+  if d.source == "synthetic":
+    _at_least("data.num_synthetic_videos", d.num_synthetic_videos, 1)
+  known = inspect.signature(synthetic.make_video).parameters
+  for key in d.synthetic:
+    _choice(f"data.synthetic.{key}", key, [p for p in known if p not in ("path", "seed")])
+  _choice("data.motion", d.motion, decode.MOTION_POLICIES)
+  for name, low in (("stride", 1), ("repeats", 1), ("fold", 1), ("num_train_videos", 0),
+                    ("num_threads", 0), ("num_workers", 0), ("prefetch", 0),
+                    ("max_consecutive_failures", 1)):
+    _at_least(f"data.{name}", d[name], low)
+  if not d.scales or not all(0.0 < s <= 1.0 for s in d.scales):
+    _fail("data.scales", f"{tuple(d.scales)}: give one or more crop scales in (0, 1]")
+  if not 0.0 <= d.max_skipped_fraction <= 1.0:
+    _fail("data.max_skipped_fraction", f"{d.max_skipped_fraction} must lie in [0, 1]")
 
-  b, k = config.batch_size, config.accum_steps
-  if k < 1:
-    fail("accum_steps", f"{k} must be >= 1")
-  if b % (num_devices * k):
-    fail("batch_size", f"{b} is not divisible by devices x accum_steps = {num_devices} x {k}")
+  try:
+    sharding.mesh_shape(config.mesh.data, config.mesh.fsdp, num_devices)
+  except ValueError as e:
+    _fail("mesh", str(e))
+  b, a = config.batch_size, config.accum_steps
+  _at_least("batch_size", b, 1)
+  _at_least("accum_steps", a, 1)
+  if b % (num_devices * a):
+    _fail("batch_size", f"{b} is not divisible by devices x accum_steps = {num_devices} x {a}")
   if (b // num_processes) % d.repeats:
-    fail("batch_size", f"the per-process batch {b // num_processes} is not divisible by "
-         f"data.repeats={d.repeats}")
+    _fail("batch_size", f"the per-process batch {b // num_processes} is not divisible by "
+          f"data.repeats={d.repeats}")
   if config.total_steps <= 0 and config.epochs <= 0:
-    fail("total_steps", "set total_steps > 0 or epochs > 0")
-  if config.optim.base_lr <= 0:
-    fail("optim.base_lr", f"{config.optim.base_lr} must be > 0")
+    _fail("total_steps", "set total_steps > 0 or epochs > 0")
+  _at_least("resume_step", config.resume_step, -1)
+
+  o = config.optim
+  if not o.base_lr > 0:
+    _fail("optim.base_lr", f"{o.base_lr} must be > 0")
+  for name in ("min_lr", "weight_decay", "grad_clip", "warmup_epochs"):
+    _at_least(f"optim.{name}", o[name], 0)
+  for name in ("b1", "b2"):
+    if not 0.0 <= o[name] < 1.0:
+      _fail(f"optim.{name}", f"{o[name]} must lie in [0, 1)")
+
+  for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
+    _at_least(name, config[name], 1)
+  _at_least("image_every", config.image_every, 0)

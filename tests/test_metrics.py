@@ -82,3 +82,19 @@ def test_masked_row_greys_masked_tubelets():
   keep = np.ones(frames.shape[:3], bool)
   keep[2:4, 0:16, 32:48] = False
   np.testing.assert_array_equal(masked[keep], frames[keep])
+
+
+def test_resume_drops_a_torn_last_line(tmp_path):
+  lines = [json.dumps({'step': s, 'loss': 1.0}) for s in (1, 2, 3)]
+  (tmp_path / 'metrics.jsonl').write_text('\n'.join(lines) + '\n{"step": 4, "lo')
+  w = metrics.MetricsWriter(tmp_path, total_steps=10, enabled=True, resume_step=2)
+  w.write(3, {'loss': 0.5})
+  w.close()
+  got = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in got] == [1, 2, 3] and got[-1]['loss'] == 0.5
+
+
+def test_resume_names_a_corrupt_line_before_the_last(tmp_path):
+  (tmp_path / 'metrics.jsonl').write_text('{"step": 1}\n{"st\n{"step": 2}\n')
+  with pytest.raises(ValueError, match=r'metrics\.jsonl:2: not a JSON line'):
+    metrics.MetricsWriter(tmp_path, total_steps=10, enabled=True, resume_step=1)

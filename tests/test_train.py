@@ -3,7 +3,6 @@
 Runs on 8 fake CPU devices (tests/conftest.py sets XLA_FLAGS before JAX starts).
 """
 
-import importlib.util
 import json
 import pathlib
 import re
@@ -19,6 +18,7 @@ from mgm_jax import checkpoint as checkpoint_lib
 from mgm_jax import masking
 from mgm_jax import model as model_lib
 from mgm_jax import optim
+from mgm_jax import schema
 from mgm_jax import sharding
 from mgm_jax import train
 from mgm_jax import train_step as step_lib
@@ -32,10 +32,7 @@ SMALL_MODEL = dict(size="tiny", num_frames=4, img_size=32, tubelet=2, patch=16,
 
 
 def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return schema.load(f"{REPO / 'configs' / name}.py" + (f":{arg}" if arg else ""))
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +42,7 @@ def videos(tiny_videos):
 
 def _config(videos, **changes):
   config = _load_config("demo", "6")
-  config.model = ml_collections.ConfigDict(SMALL_MODEL)
+  config.model.update(SMALL_MODEL)
   config.data.source = "list"
   config.data.list_file = str(videos / "train.txt")
   config.data.repeats = 1
@@ -239,6 +236,15 @@ def test_too_many_broken_videos_stop_the_run(videos, tmp_path):
     ("model.img_size", [224, 160], None),
     ("batch_size", 12, None), ("accum_steps", 0, None), ("accum_steps", 3, "batch_size"),
     ("data.source", "ftp", None), ("data.motion", "flow", None), ("data.repeats", 0, None),
+    # Values that used to pass and then did damage or died later with a bare library error.
+    ("optim.grad_clip", -1.0, None), ("keep_checkpoints", 0, None), ("log_every", 0, None),
+    ("checkpoint_every", 0, None), ("model.patch", 0, None), ("model.tubelet", 0, None),
+    ("batch_size", 0, None), ("data.scales", (), None), ("data.max_skipped_fraction", -0.1, None),
+    ("data.max_skipped_fraction", 1.5, None), ("data.dataset", "imagenet", None),
+    ("model.dtype", "float16", None), ("mesh.fsdp", 3, "mesh"), ("optim.b2", 1.0, None),
+    # Unknown fields and wrong types are named too.
+    ("data.lsit_file", "x.txt", None), ("optim.lr", 0.1, None), ("total_steps", 1e5, None),
+    ("data.synthetic.heigth", 64, None),
 ])
 def test_invalid_config_names_its_field(field, value, named):
   config = _load_config("ssv2")
@@ -248,10 +254,19 @@ def test_invalid_config_names_its_field(field, value, named):
   *path, leaf = field.split(".")
   for p in path:
     target = target[p]
-  del target[leaf]  # replace rather than override: ConfigDict keeps a field's type
+  if leaf in target:
+    del target[leaf]  # replace rather than override: ConfigDict keeps a field's type
   target[leaf] = value
   named = named or field
   with pytest.raises(validate.ConfigError, match=r"config\." + named.replace(".", r"\.")):
+    validate.validate(config, num_devices=8)
+
+
+def test_unknown_field_suggests_the_close_one():
+  config = _load_config("ssv2")
+  config.data.list_file = "/data/list.txt"
+  config.data.lsit_file = "x"
+  with pytest.raises(validate.ConfigError, match=r"did you mean data\.list_file\?"):
     validate.validate(config, num_devices=8)
 
 

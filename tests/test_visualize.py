@@ -35,14 +35,14 @@ def test_main_on_a_small_synthetic_video(visualize, tmp_path, strategy):
   video = synthetic.make_video(tmp_path / "small.mp4", num_frames=16, height=112, width=112,
                                num_objects=3, object_size=(16, 32), seed=1)
   out = visualize.main([str(video.path), "--strategy", strategy, "--out",
-                        str(tmp_path / "masks.png"), "--num-frames", "8", "--stride", "2",
+                        str(tmp_path / "masks.png"), "--num_frames", "8", "--stride", "2",
                         "--size", "112"])
   assert out == tmp_path / "masks.png"
   _assert_png(out, num_slots=4)
 
 
 def test_main_with_the_synthetic_flag(visualize, tmp_path):
-  out = visualize.main(["--synthetic", "--out", str(tmp_path / "syn.png"), "--num-frames", "4",
+  out = visualize.main(["--synthetic", "--out", str(tmp_path / "syn.png"), "--num_frames", "4",
                         "--stride", "2", "--size", "64", "--motion", "frame_diff"])
   _assert_png(out, num_slots=2)
 

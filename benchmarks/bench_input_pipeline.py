@@ -1,7 +1,7 @@
 r"""Times the per-clip input pipeline: decoding, motion from codec vectors, and the MGM mask.
 
-    python -m benchmarks.input_pipeline                    # 16 clips, ~1 min on 2 cores
-    python -m benchmarks.input_pipeline --num_clips 64 --repeats 7
+    python benchmarks/bench_input_pipeline.py                    # 16 clips, ~1 min on 2 cores
+    python benchmarks/bench_input_pipeline.py --num_clips 64 --repeats 7
 
 Generates `--num_clips` synthetic 320x240 H.264 videos (`synthetic.make_video`, codec "h264":
 no B-frames, one reference, keyframe every 16 frames) into a temporary directory, then times, for

@@ -1,9 +1,9 @@
 r"""Times the jitted pretraining step (optionally also HF transformers' VideoMAE, same shapes).
 
-    python -m benchmarks.train_step                        # tiny, 8 x 16x64x64, CPU ~1 min
-    python -m benchmarks.train_step --size B --batch 32 --frames 16 --img 224 --dtype bfloat16
-    python -m benchmarks.train_step --compare_torch        # + VideoMAEForPreTraining, CPU
-    python -m benchmarks.train_step --compare_torch --threads 1   # stable on a busy machine
+    python benchmarks/bench_train_step.py                        # tiny, 8 x 16x64x64, CPU ~1 min
+    python benchmarks/bench_train_step.py --size B --batch 32 --frames 16 --img 224 --dtype bfloat16
+    python benchmarks/bench_train_step.py --compare_torch        # + VideoMAEForPreTraining, CPU
+    python benchmarks/bench_train_step.py --compare_torch --threads 1   # stable on a busy machine
 
 Reports compile time, the median step time after warmup, clips/s, achieved TFLOP/s and, when the
 peak is known (`--peak_tflops`, or a built-in bf16 dense peak for known accelerators), the model
