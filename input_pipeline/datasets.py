@@ -21,7 +21,10 @@ Expected layouts under `root` (as the data sets are commonly downloaded):
   diving48 Diving48_V2_{train,test}.json ([{"vid_name", "label", "start_frame", "end_frame"}]);
            videos rgb/{vid_name}.mp4. Labels as given (48 classes).
   list     a VideoMAE list file `relative/path label` per line (root: the paths' base folder;
-           split: the list file's path).
+           split: the list file's path, absolute or relative to the working directory). The
+           index's split name is the file's stem with runs of characters other than
+           [a-zA-Z0-9_] replaced by "_" (a tensorflow-datasets split name): /data/train.txt ->
+           `train`, val-1.txt -> `val_1`.
 """
 
 from __future__ import annotations
@@ -261,11 +264,17 @@ def diving48(root, split="train") -> Index:
   return _finish("diving48", split, root, listed, [str(i) for i in range(48)])
 
 
+def list_split_name(list_file) -> str:
+  """The split name of a list file (see the module docstring): val-1.txt -> val_1."""
+  stem = os.path.splitext(os.path.basename(os.fspath(list_file)))[0]
+  return re.sub(r"[^a-zA-Z0-9_]+", "_", stem)
+
+
 def videomae_list(root, split) -> Index:
   src = sources.ListSource(split, root or None)
   listed = [(os.path.relpath(src[i]["path"], src.root), src[i]["label"]) for i in range(len(src))]
   num_classes = max(label for _, label in listed) + 1
-  return _finish("list", os.path.basename(split), src.root, listed,
+  return _finish("list", list_split_name(split), src.root, listed,
                  [str(i) for i in range(num_classes)])
 
 

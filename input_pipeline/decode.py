@@ -11,8 +11,13 @@ Frame indices are 0-based in display order. The index of the first frame decoded
 comes from its timestamp ((pts - stream start) x time base x frame rate, rounded); the following
 frames are counted, so timestamp jitter cannot reorder or duplicate frames.
 
-Every problem with the input (missing, empty, garbage or truncated files, no video stream, frames
-past the end, vectors forced on a codec without them) raises `VideoDecodeError`, naming the file.
+Every problem with the input raises `VideoDecodeError`, naming the file: missing, empty, garbage or
+truncated files, FIFOs, devices and directories (rejected before opening: reading a FIFO blocks,
+a device can be endless), no video stream, a codec FFmpeg cannot identify, frames past the end,
+vectors forced on a codec without them. The public functions check their arguments first (a bad
+argument is the caller's bug: ValueError / TypeError), then turn any other `Exception` raised while
+reading that input, by PyAV, NumPy or the motion math (AttributeError, KeyError, MemoryError, ...),
+into `VideoDecodeError` with the original as `__cause__`; KeyboardInterrupt and SystemExit pass.
 Decoding keeps PyAV's default slice threading: frame threading made B-frame motion vectors differ
 from run to run, and decoding must be deterministic.
 """
@@ -24,6 +29,7 @@ import dataclasses
 import fractions
 import io
 import os
+import stat
 from typing import Iterator, Sequence
 
 import av
@@ -34,10 +40,11 @@ import numpy as np
 from input_pipeline import clip as clip_lib
 from input_pipeline import motion as motion_lib
 
-# Codecs for which FFmpeg exports motion vectors (`flags2=+export_mvs`).
+# FFmpeg decoders (`codec_context.name`) that export motion vectors (`flags2=+export_mvs`): the
+# H.264 and mpegvideo-family decoders. MS-MPEG4 v3 ("DIV3", "MP43") decodes as `msmpeg4`.
 VECTOR_CODECS = frozenset({
-    "h264", "mpeg4", "mpeg1video", "mpeg2video", "h263", "h263p", "h263i",
-    "msmpeg4v1", "msmpeg4v2", "msmpeg4v3",
+    "h264", "mpeg4", "mpeg1video", "mpeg2video", "h261", "h263", "h263p", "h263i", "flv",
+    "msmpeg4v1", "msmpeg4v2", "msmpeg4", "wmv1", "wmv2",
 })
 # Codecs whose B-frames export all-zero vectors: such frames count as frames without vectors.
 _ZERO_B_VECTOR_CODECS = frozenset({"mpeg4"})
@@ -87,26 +94,59 @@ def _name_of(source: Source, name: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _open_video(source: Source, name: str) -> Iterator[
-    tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
-  """Yields (container, first video stream); PyAV / OS errors in the block -> VideoDecodeError."""
+def _reading(name: str) -> Iterator[None]:
+  """Any `Exception` raised in the block (reading the input `name`) -> VideoDecodeError.
+
+  Wraps all the work on one input after its arguments were checked: opening, decoding, and the
+  frame and motion arrays made after the container is closed. BaseExceptions that are not
+  Exceptions (KeyboardInterrupt, SystemExit) pass.
+  """
   try:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-      if len(source) == 0:
-        raise VideoDecodeError(name, "empty input")
-      file = io.BytesIO(bytes(source))
-    else:
-      file = os.fspath(source)
-      if os.path.isfile(file) and os.path.getsize(file) == 0:
-        raise VideoDecodeError(name, "empty file")
-    with av.open(file, mode="r") as container:
-      if not container.streams.video:
-        raise VideoDecodeError(name, "no video stream")
-      yield container, container.streams.video[0]
+    yield
   except VideoDecodeError:
     raise
-  except (av.error.FFmpegError, OSError, EOFError, ValueError, IndexError) as e:
+  except Exception as e:  # pylint: disable=broad-exception-caught
     raise VideoDecodeError(name, f"{type(e).__name__}: {e}") from e
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"),
+               (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+               (stat.S_ISSOCK, "socket"))
+
+
+def _check_file(path: str, name: str) -> None:
+  """Rejects what is not a non-empty regular file before FFmpeg opens it (a FIFO would block)."""
+  info = os.stat(path)  # follows links; a missing file raises FileNotFoundError
+  if not stat.S_ISREG(info.st_mode):
+    kind = next((k for test, k in _FILE_KINDS if test(info.st_mode)), "special file")
+    raise VideoDecodeError(name, f"not a regular file ({kind})")
+  if info.st_size == 0:
+    raise VideoDecodeError(name, "empty file")
+
+
+def _codec_name(stream: av.video.stream.VideoStream, name: str) -> str:
+  context = stream.codec_context
+  if context is None:  # FFmpeg could not identify the codec (e.g. an unknown sample entry)
+    raise VideoDecodeError(name, "unknown codec: FFmpeg has no decoder for the video stream")
+  return context.name
+
+
+@contextlib.contextmanager
+def _open_video(source: Source, name: str) -> Iterator[
+    tuple[av.container.InputContainer, av.video.stream.VideoStream, str]]:
+  """Yields (container, first video stream, its decoder's name); call it inside `_reading`."""
+  if isinstance(source, (bytes, bytearray, memoryview)):
+    if len(source) == 0:
+      raise VideoDecodeError(name, "empty input")
+    file = io.BytesIO(bytes(source))
+  else:
+    file = os.fspath(source)
+    _check_file(file, name)
+  with av.open(file, mode="r") as container:
+    if not container.streams.video:
+      raise VideoDecodeError(name, "no video stream")
+    stream = container.streams.video[0]
+    yield container, stream, _codec_name(stream, name)
 
 
 def _frame_rate(stream: av.video.stream.VideoStream) -> fractions.Fraction | None:
@@ -150,18 +190,19 @@ def probe(source: Source, name: str | None = None) -> VideoInfo:
     VideoDecodeError: the input is not a readable video.
   """
   name = _name_of(source, name)
-  with _open_video(source, name) as (container, stream):
+  with _reading(name), _open_video(source, name) as (container, stream, codec):
+    height, width = stream.codec_context.height, stream.codec_context.width
+    if height <= 0 or width <= 0:
+      raise VideoDecodeError(name, f"the video stream has no frame size ({width}x{height})")
     num_frames = stream.frames
     if not num_frames:
       num_frames = sum(1 for packet in container.demux(stream) if packet.size)
+    if num_frames <= 0:
+      raise VideoDecodeError(name, "no frames")
     rate = _frame_rate(stream)
-    codec = stream.codec_context.name
-    info = VideoInfo(num_frames=int(num_frames), fps=float(rate) if rate else 0.0,
-                     height=stream.codec_context.height, width=stream.codec_context.width,
-                     codec=codec, exports_vectors=codec in VECTOR_CODECS)
-  if info.num_frames <= 0 or info.height <= 0 or info.width <= 0:
-    raise VideoDecodeError(name, f"no decodable frames ({info})")
-  return info
+    return VideoInfo(num_frames=int(num_frames), fps=float(rate) if rate else 0.0,
+                     height=height, width=width, codec=codec,
+                     exports_vectors=codec in VECTOR_CODECS)
 
 
 @dataclasses.dataclass
@@ -304,8 +345,7 @@ def _decode(source: Source, name: str, *, window_start: int, sampled: Sequence[i
     policy: None (no motion), "mv", "frame_diff" or "auto" (vectors if the codec has them).
     allow_seek: False decodes from the first frame (the fallback when a seek misses).
   """
-  with _open_video(source, name) as (container, stream):
-    codec = stream.codec_context.name
+  with _open_video(source, name) as (container, stream, codec):
     if policy == "auto":
       policy = (clip_lib.MOTION_FROM_VECTORS if codec in VECTOR_CODECS
                 else clip_lib.MOTION_FROM_FRAME_DIFF)
@@ -376,9 +416,10 @@ def decode_frames(
   """
   name = _name_of(source, name)
   indices = _check_indices(frame_indices)
-  win = _decode(source, name, window_start=int(indices[0]), sampled=indices, policy=None)
-  num_ok = _check_available(win, indices, pad_short, name)
-  return _frames(win, indices, num_ok)
+  with _reading(name):
+    win = _decode(source, name, window_start=int(indices[0]), sampled=indices, policy=None)
+    num_ok = _check_available(win, indices, pad_short, name)
+    return _frames(win, indices, num_ok)
 
 
 def _reference_distances(win: _Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -475,6 +516,13 @@ def decode_clip(
     raise ValueError(f"motion must be one of {MOTION_POLICIES}, got {motion!r}")
   name = _name_of(source, name)
   indices = _check_indices(frame_indices)
+  with _reading(name):
+    return _clip(source, name, indices, motion, compensate_camera, pad_short)
+
+
+def _clip(source: Source, name: str, indices: np.ndarray, motion: str, compensate_camera: bool,
+          pad_short: bool) -> clip_lib.Clip:
+  """`decode_clip` after its arguments were checked."""
   first_gap = max(int(indices[1] - indices[0]), 1) if indices.size > 1 else 1
   window_start = max(int(indices[0]) - first_gap + 1, 0)
   win = _decode(source, name, window_start=window_start, sampled=indices, policy=motion)

@@ -15,8 +15,9 @@ Conventions:
     distance: it defaults to 1 (exact for streams encoded without B-frames and with one reference
     frame); `decode.py` passes per-frame estimates from the decoding order for other streams.
   * A frame's field: the mean of the velocities of all vectors covering a cell (bi-predicted blocks
-    carry two vectors); cells covered by no vector (intra blocks) are 0. Blocks partly outside the
-    grid are clipped to it.
+    carry two vectors; the (0, 0) placeholders FFmpeg exports for the unused list of a B-frame
+    partition are not counted: `_predictions_per_block`); cells covered by no vector (intra
+    blocks) are 0. Blocks partly outside the grid are clipped to it.
   * Speed: a 16-frame clip at stride 4 has ~20k blocks. They are scattered with a few bincounts
     over the whole clip (16x16 macroblocks on a 2x2-cell grid, the rest per cell); no Python loop
     over blocks or frames, and no BLAS (whose threads cost milliseconds on a busy machine).
@@ -237,6 +238,40 @@ def _upsample_macroblocks(sums: np.ndarray, mb_grid: tuple[int, int],
   return cells.reshape(num, 2 * mbh, 2 * mbw)[:, : grid[0], : grid[1]]
 
 
+def _predictions_per_block(vectors: np.ndarray, slot: np.ndarray, moving: np.ndarray,
+                           mb_grid: tuple[int, int]) -> np.ndarray:
+  """float64 [M]: for each moving vector (`moving`: bool [N]), how many predictions its block has.
+
+  Bi-predicted blocks carry one vector per reference list; their velocities are averaged. FFmpeg
+  (`ff_print_debug_info2` in libavcodec/mpegutils.c) exports, for each macroblock and each
+  reference list that the *macroblock* uses, one vector per block (16x16, two 16x8 or 8x16, or
+  four 8x8). A 16x16 block's vectors are therefore exactly its predictions (2 if bi-predicted,
+  zero or not). A partitioned macroblock of a B-frame that uses both lists gets a vector from
+  each list for every block, also for a block that predicts from one list only, and H.264 leaves
+  the unused list's motion at exactly (0, 0) (src == dst): averaging such placeholders in would
+  halve those blocks' motion. The rule: in a partitioned block (w or h < 16), zero vectors next
+  to a moving one are placeholders; only its moving vectors count. (A block whose vectors are
+  all zero is static and adds nothing anyway. A genuinely bi-predicted partition with one
+  exactly-zero vector, which is rare, is read as predicted from its moving vector alone.)
+  """
+  mbh, mbw = mb_grid
+  dst_x = vectors["dst_x"].astype(np.int64)
+  dst_y = vectors["dst_y"].astype(np.int64)
+  mb = (slot * (mbh + 1) + np.clip(dst_y >> 4, 0, mbh)) * (mbw + 1) + np.clip(dst_x >> 4, 0, mbw)
+  whole = (vectors["w"] == 16) & (vectors["h"] == 16)
+  index = np.flatnonzero(moving)
+  count = np.bincount(mb, weights=whole)[mb[index]]  # 16x16: vectors of the same macroblock
+  part = np.flatnonzero(~whole[index])
+  if part.size:
+    # A block is identified by its macroblock and its centre on the 4-pixel grid: the centres of
+    # 16x16, 16x8, 8x16 and 8x8 blocks all differ within a macroblock.
+    at = index[part]
+    key = mb[at] * 16 + ((dst_y[at] >> 2) & 3) * 4 + ((dst_x[at] >> 2) & 3)
+    _, block, size = np.unique(key, return_inverse=True, return_counts=True)
+    count[part] = size[block]
+  return np.maximum(count, 1.0)
+
+
 def vectors_to_flow(
     vectors: FrameVectors | Sequence[np.ndarray | None],
     weights: np.ndarray,
@@ -295,22 +330,16 @@ def vectors_to_flow(
 
   mbh, mbw = mb_grid = -(-grid[0] // 2), -(-grid[1] // 2)
   num_mb = mbh * mbw
-  if has_forward:
-    # Bi-predicted blocks carry one vector per reference: average them. FFmpeg exports every
-    # reference list a macroblock uses over the whole macroblock, so a macroblock's overlap count
-    # is (sum of its block areas) / 256.
-    key = (slot * (mbh + 1) + np.clip(allv["dst_y"] >> 4, 0, mbh)) * (mbw + 1) + np.clip(
-        allv["dst_x"] >> 4, 0, mbw)
-    area = np.bincount(key, weights=allv["w"] * allv["h"].astype(np.int32))[key]
-    factor = factor * (256.0 / np.maximum(area, 256.0))
-
   # Blocks that did not move add nothing (static backgrounds: most of them): drop them first.
-  moving = np.flatnonzero(_rows(allv)[:, _MOTION_WORD] != 0)  # motion_x == motion_y == 0
+  is_moving = _rows(allv)[:, _MOTION_WORD] != 0  # motion_x == motion_y == 0
+  moving = np.flatnonzero(is_moving)
   if moving.size == 0:
     return np.zeros((num_out, *grid, 2), np.float32)
-  allv, slot = _take(allv, moving), slot[moving]
   if not np.isscalar(factor):
     factor = factor[moving]
+  if has_forward:  # average the vectors of bi-predicted blocks
+    factor = factor / _predictions_per_block(allv, slot, is_moving, mb_grid)
+  allv, slot = _take(allv, moving), slot[moving]
 
   dst_x, dst_y = allv["dst_x"], allv["dst_y"]
   bw, bh = allv["w"], allv["h"]

@@ -2,7 +2,8 @@
 
 No B-frames (`bf=0`) and one reference frame (`x264-params ref=1`), so every P-frame's vectors
 point one frame back; a keyframe every `gop` frames; the short side scaled to `short_side`
-(even sizes, aspect kept). Single-threaded, so parallelism comes from worker processes.
+(even sizes, aspect kept). Single-threaded, so parallelism comes from worker processes
+(`transcode_file` is what prepare.py's workers run; it imports little, so they start fast).
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ from __future__ import annotations
 import dataclasses
 import fractions
 import io
+import os
+from typing import Callable
 
 import av
+from etils import epath
 
 from input_pipeline import decode
+
+
+TMP_MARK = ".tmp-"  # `{dst}.tmp-{pid}`: a video being written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,3 +71,24 @@ def transcode(data: bytes, settings: Settings, name: str = "<bytes>") -> tuple[b
   if count == 0:
     raise decode.VideoDecodeError(name, "no frames decoded")
   return out.getvalue(), "transcoded"
+
+
+def transcode_file(src: str, dst: str, settings: Settings, name: str,
+                   transcode_fn: Callable = transcode) -> tuple[str, str | None]:
+  """One video, file to file: returns (how, None), or ("failed", "ExceptionType: message").
+
+  Any exception reading or transcoding `src` fails this video only (odd input makes PyAV raise
+  more than VideoDecodeError). `dst` is written under a temporary name, then renamed, so it is
+  never half-written; an error writing it raises (a full disk is not the video's fault).
+  `transcode_fn`: a stand-in for `transcode` (tests).
+  """
+  try:
+    with open(src, "rb") as f:
+      data, how = transcode_fn(f.read(), settings, name=name)
+  except Exception as e:  # pylint: disable=broad-except
+    return "failed", f"{type(e).__name__}: {e}"
+  dst = epath.Path(dst)
+  tmp = dst.with_name(f"{dst.name}{TMP_MARK}{os.getpid()}")
+  tmp.write_bytes(data)
+  tmp.rename(dst)
+  return how, None

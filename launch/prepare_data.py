@@ -3,17 +3,27 @@ r"""Prepares a video data set once: H.264 with motion vectors, then ArrayRecord 
     python launch/prepare_data.py --dataset=ssv2 --src=/data/ssv2 --out=/data/ssv2_prepared \
         --splits=train,validation --short_side=320 --gop=16 --workers=32
 
-Rerun the same command after an interruption: finished videos are not redone. Failures are
-listed in OUT/failures.jsonl and OUT/report.json (with the missing videos); they never stop the
-job. Train with `--config.data.source=prepared --config.data.prepared_dir=OUT`.
+For --dataset=list, --splits are list files (absolute or relative paths) and the splits are
+named after their stems: `--splits=/data/lists/train.txt,val.txt` gives the splits `train` and
+`val`.
+
+Rerun the same command after an interruption (Ctrl-C or SIGTERM stop the workers too, and exit
+with 128 + the signal number): finished videos are not redone. Failures are listed in
+OUT/failures.jsonl and OUT/report.json (with the missing videos); they never stop the job.
+A problem with the request (no such --src folder, a malformed annotation file) is one error line
+and exit status 1. Train with `--config.data.source=prepared --config.data.prepared_dir=OUT`.
 See input_pipeline/datasets.py for the folder layout each data set is expected in.
 """
+
+import signal
+import sys
 
 from absl import app
 from absl import flags
 
 from input_pipeline import datasets
 from input_pipeline import prepare
+from input_pipeline import sources
 from input_pipeline import transcode
 
 _DATASET = flags.DEFINE_enum("dataset", None, list(datasets.DATASETS), "Which data set.")
@@ -33,13 +43,28 @@ _RETRY = flags.DEFINE_bool("retry_failed", False, "Try the videos that failed be
 flags.mark_flags_as_required(["dataset", "src", "out"])
 
 
+def _interrupt(signum, frame):
+  del frame
+  raise KeyboardInterrupt(signum)  # prepare() kills its workers on the way out
+
+
 def main(argv):
   del argv
   settings = transcode.Settings(short_side=_SHORT_SIDE.value, gop=_GOP.value, crf=_CRF.value,
                                 preset=_PRESET.value, copy_compatible=_COPY.value)
-  result = prepare.prepare(_DATASET.value, _SRC.value, _OUT.value, splits=tuple(_SPLITS.value),
-                           fold=_FOLD.value, settings=settings, workers=_WORKERS.value,
-                           retry_failed=_RETRY.value)
+  signal.signal(signal.SIGTERM, _interrupt)
+  signal.signal(signal.SIGINT, _interrupt)
+  try:
+    result = prepare.prepare(_DATASET.value, _SRC.value, _OUT.value, splits=tuple(_SPLITS.value),
+                             fold=_FOLD.value, settings=settings, workers=_WORKERS.value,
+                             retry_failed=_RETRY.value)
+  except KeyboardInterrupt as e:
+    signum = e.args[0] if e.args else signal.SIGINT
+    print(f"prepare_data: stopped by {signal.Signals(signum).name}; the finished videos are "
+          "kept, rerun the same command to go on", file=sys.stderr)
+    sys.exit(128 + signum)
+  except (OSError, sources.AnnotationError, prepare.PrepareError) as e:
+    sys.exit(f"prepare_data: error: {e}")
   missing = sum(len(m) for m in result.missing.values())
   print(f"{result.done} videos prepared ({result.copied} copied), {result.skipped} done before, "
         f"{len(result.failed)} failed, {missing} missing; "

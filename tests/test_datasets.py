@@ -67,6 +67,13 @@ def test_videomae_list(tmp_path):
   assert len(index.class_names) == 3
 
 
+def test_videomae_list_split_names_are_tfds_names(tmp_path):
+  _touch(tmp_path / "v" / "x.mp4")
+  for file, split in (("train.txt", "train"), ("val-1.list.txt", "val_1_list"), ("ß 2.txt", "_2")):
+    (tmp_path / file).write_text("v/x.mp4 0\n")
+    assert datasets.load("list", tmp_path, str(tmp_path / file)).split == split
+
+
 def test_unknown_dataset():
   with pytest.raises(ValueError, match="unknown dataset"):
     datasets.load("imagenet", "/nowhere")

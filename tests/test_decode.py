@@ -178,6 +178,99 @@ class TestVectorAccuracy:
     np.testing.assert_array_equal(clip.has_vectors, [t == "P" for t in types[1:11]])
 
 
+# Encoders of the mpegvideo family (FFmpeg exports their vectors): (codec, suffix, height, width).
+_MPEGVIDEO_ENCODERS = [("msmpeg4", ".avi", 240, 320), ("msmpeg4v2", ".avi", 240, 320),
+                       ("wmv1", ".avi", 240, 320), ("wmv2", ".avi", 240, 320),
+                       ("flv", ".flv", 240, 320), ("h261", ".avi", 288, 352)]
+
+
+class TestVectorCodecs:
+
+  def test_every_name_is_an_ffmpeg_decoder(self):
+    """`codec_context.name` is the decoder's name: aliases such as 'msmpeg4v3' never match."""
+    for name in decode.VECTOR_CODECS:
+      assert av.codec.Codec(name, "r").name == name, name
+
+  @pytest.mark.parametrize("codec,suffix,height,width", _MPEGVIDEO_ENCODERS,
+                           ids=[c[0] for c in _MPEGVIDEO_ENCODERS])
+  def test_mpegvideo_family_exports_accurate_vectors(self, tmp_path, monkeypatch, codec, suffix,
+                                                     height, width):
+    """E.g. MS-MPEG4 v3 AVIs: FFmpeg's decoder is `msmpeg4`, and its vectors are used."""
+    monkeypatch.setitem(synthetic.CODECS, codec, (suffix, codec, {"qscale": "3", "g": str(GOP)}))
+    video = synthetic.make_video(tmp_path / codec, codec=codec, num_frames=32, seed=1,
+                                 height=height, width=width)
+    info = decode.probe(video.path)
+    assert (info.codec, info.exports_vectors) == (codec, True)
+    clip = decode.decode_clip(video.path, np.arange(2, 30, 2))
+    assert clip.motion_source == clip_lib.MOTION_FROM_VECTORS
+    assert clip.has_vectors[1:].all()
+    pairs = _object_velocities(video, clip, 2)
+    assert len(pairs) >= 4
+    for est, true in pairs:
+      assert np.linalg.norm(est - true) <= 0.1 * np.linalg.norm(true), (est, true)
+
+
+def _lattice_video(path, velocity=(2, 1), num_frames=40, piece=12, pitch=20, count=5):
+  """H.264 with 2 B-frames: a lattice of count x count textured squares (piece px, every pitch
+  px) moving together at `velocity` px/frame over a static textured background.
+
+  Edges everywhere: the encoder splits most macroblocks on the lattice into partitions, and in
+  B-frames many partitions predict from one reference list only.
+
+  Returns:
+    (frame types in display order, [F, 2] (x, y) of the lattice's top-left corner, its size).
+  """
+  rng = np.random.default_rng(0)
+  height, width, size = 240, 320, count * pitch
+  y, x = np.mgrid[:height, :width]
+  background = (128 + 40 * np.sin(0.05 * x + 0.03 * y)[..., None] + np.arange(3) * 20
+                + rng.uniform(-30, 30, (height, width, 1)))
+  texture = rng.integers(0, 256, (size // 4, size // 4, 3)).repeat(4, 0).repeat(4, 1)
+  texture = texture + rng.uniform(-30, 30, (size, size, 1))
+  solid = (np.arange(size) % pitch < piece)
+  solid = solid[:, None] & solid[None, :]
+  corners = np.rint(np.array([16, 20]) + np.outer(np.arange(num_frames), velocity)).astype(int)
+  options = {"preset": "veryfast", "bf": "2", "g": str(num_frames),
+             "x264-params": "b-adapt=0:ref=1"}
+  with av.open(str(path), "w") as container:
+    stream = container.add_stream("libx264", rate=25, options=options)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    for cx, cy in corners:
+      image = background.copy()
+      image[cy:cy + size, cx:cx + size][solid] = texture[solid]
+      image = np.clip(image, 0, 255).astype(np.uint8)
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+    container.mux(stream.encode(None))
+  return _frame_types(path), corners, size
+
+
+class TestBFrames:
+
+  def test_b_frame_motion_matches_p_frame_motion(self, tmp_path):
+    """Placeholders for a B-frame partition's unused reference list do not halve its motion.
+
+    Per-frame flow (stride 1) inside the lattice; "moving" cells have at least a quarter of the
+    true speed (the lattice's gaps are static). Averaging in the (0, 0) entries FFmpeg exports for
+    the unused list made a third of the B-frame cells show half the speed (B/P ratio 0.84).
+    """
+    path = tmp_path / "lattice.mp4"
+    types, corners, size = _lattice_video(path)
+    assert types.startswith("IBBPBBP")
+    indices = np.arange(1, len(types) - 1)
+    clip = decode.decode_clip(path, indices, motion="mv")
+    true = math.hypot(2, 1)
+    speeds = {"B": [], "P": []}
+    for t, i in enumerate(indices):
+      x, y = corners[i]
+      cells = clip.magnitude[t, y // 8:(y + size) // 8, x // 8:(x + size) // 8].ravel() / true
+      speeds[types[i]].append(cells[cells > 0.25])
+    b_speed, p_speed = (np.concatenate(speeds[k]) for k in "BP")
+    assert np.mean(b_speed) == pytest.approx(np.mean(p_speed), rel=0.1)
+    assert np.mean(b_speed) == pytest.approx(1.0, abs=0.1)
+    assert np.mean(p_speed) == pytest.approx(1.0, abs=0.1)
+    assert np.mean((b_speed > 0.35) & (b_speed < 0.65)) < 0.05  # no cells at half the speed
+
+
 class TestFill:
 
   def test_keyframe_interval_is_filled_from_its_neighbours(self, h264_video):

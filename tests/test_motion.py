@@ -72,6 +72,33 @@ class TestFrameFlow:
     vec = _vectors((8, 8, 16, 16, -1, -8, 0), (8, 8, 16, 16, 1, 8, 0))
     np.testing.assert_allclose(motion.frame_flow(vec, 16, 16)[..., 0], 2.0)
 
+  def test_b_frame_placeholders_of_an_unused_list_do_not_count(self):
+    """FFmpeg exports both lists for every partition of a macroblock that uses both.
+
+    A partition predicting from one list gets a (0, 0) entry for the other: it must not halve
+    that partition's motion. Genuine zeros stay: static blocks, the zero vector of a 16x16
+    bi-predicted macroblock (its lists are exact) and partitions of one-list macroblocks.
+    """
+    vec = _vectors(
+        # Macroblock 0 (x 0..16), 16x8: top from the past only, plus its list-1 placeholder;
+        # bottom bi-predicted. Both move +2 px/frame.
+        (8, 4, 16, 8, -1, -8, 0), (8, 12, 16, 8, -1, -8, 0),
+        (8, 4, 16, 8, 1, 0, 0), (8, 12, 16, 8, 1, 8, 0),
+        # Macroblock 1 (x 16..32), 8x8, bi-predicted and static.
+        *[(16 + cx, cy, 8, 8, s, 0, 0) for s in (-1, 1) for cx in (4, 12) for cy in (4, 12)],
+        # Macroblock 2 (x 32..48), 16x16 bi-predicted: still (0) and moving on (+2): mean 1.
+        (40, 8, 16, 16, -1, 0, 0), (40, 8, 16, 16, 1, 8, 0),
+        # Macroblock 3 (x 48..64), 8x8 from the past only: top-left moves +2, the rest is still.
+        (52, 4, 8, 8, -1, -8, 0), (60, 4, 8, 8, -1, 0, 0), (52, 12, 8, 8, -1, 0, 0),
+        (60, 12, 8, 8, -1, 0, 0))
+    flow = motion.frame_flow(vec, 16, 64)
+    expected = np.zeros((2, 8), np.float32)
+    expected[:, 0:2] = 2.0
+    expected[:, 4:6] = 1.0
+    expected[0, 6] = 2.0
+    np.testing.assert_array_equal(flow[..., 0], expected)
+    assert not flow[..., 1].any()
+
   def test_reference_distance_divides(self):
     vec = _vectors((8, 8, 16, 16, -1, -16, 0), (24, 8, 16, 16, 1, 12, 0))
     flow = motion.frame_flow(vec, 16, 32, past_distance=2.0, future_distance=3.0)

@@ -1,4 +1,5 @@
-"""Data set adapters, preparation (transcode -> ArrayRecord shards, resumable) and reading back.
+"""Data set adapters, preparation (transcode -> ArrayRecord shards, resumable) and reading back;
+failed and worker-killing videos, list splits, SIGTERM and the command line's errors.
 
 Tiny fake SSv2 / Kinetics-400 / UCF101 trees: annotation files in the real formats, generated
 videos (SSv2 as VP9 WebM, as shipped), one broken file and one missing video each.
@@ -8,6 +9,10 @@ import json
 import os
 import pathlib
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -206,3 +211,191 @@ def test_prepare_k400_copies_vector_codecs_and_ucf101_reads_back(trees, tmp_path
   validate.validate(config, num_devices=8)
   made = train.make_source(config, str(tmp_path / "work"))
   assert isinstance(made, sources.PreparedSource) and len(made) == 6
+
+
+# --- Failures, list splits, interruptions. ---
+
+def _list_tree(root: pathlib.Path, labels=(0, 1)) -> pathlib.Path:
+  """`root/v{i}.mp4` with the given labels, listed in `root/train.txt`."""
+  for i, _ in enumerate(labels):
+    _video(root / f"v{i}", seed=30 + i)
+  (root / "train.txt").write_text("".join(f"v{i}.mp4 {l}\n" for i, l in enumerate(labels)))
+  return root
+
+
+def _prepare_list(root, out, splits=("train.txt",), **kwargs):
+  kwargs = {"settings": SETTINGS, "workers": 1, "progress": False, **kwargs}
+  return prepare.prepare("list", root, out, splits=splits, **kwargs)
+
+
+def _failure_log(out) -> list:
+  return [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+
+
+def test_a_video_that_breaks_the_decoder_is_a_recorded_failure(tmp_path, monkeypatch):
+  root = _list_tree(tmp_path / "raw", labels=(0, 1, 0))
+  bad = root / "v1.mp4"
+  bad.write_bytes(bad.read_bytes().replace(b"avc1", b"zzzz"))  # unknown sample entry: no codec
+  monkeypatch.chdir(root)
+  out = tmp_path / "out"
+  result = _prepare_list(root, out, workers=2)
+  assert (result.done, result.complete) == (2, True)
+  assert [(f["split"], f["name"]) for f in result.failed] == [("train", "v1")]
+  assert result.failed[0]["error"]  # the exception's type and message
+  assert _failure_log(out) == result.failed
+  assert json.loads((out / "report.json").read_text())["failed"] == result.failed
+  assert sorted(sources.PreparedSource(out)[i]["name"] for i in range(2)) == ["v0", "v2"]
+  again = _prepare_list(root, out)  # a known failure: not retried
+  assert (again.done, again.skipped, again.failed, again.complete) == (0, 2, result.failed, True)
+
+
+def test_any_exception_transcoding_fails_only_that_video(tmp_path):
+  def broken(data, settings, name):
+    raise AttributeError(f"{name}: 'NoneType' object has no attribute 'name'")
+  dst = tmp_path / "out.mp4"
+  assert transcode.transcode_file(str(_video(tmp_path / "v", seed=1)), str(dst), SETTINGS, "v",
+                                  transcode_fn=broken) == (
+      "failed", "AttributeError: v: 'NoneType' object has no attribute 'name'")
+  assert not list(tmp_path.glob("out.mp4*"))
+
+
+_CRASH_HOOK = '''
+import os
+from input_pipeline import transcode
+
+def transcode_or_die(data, settings, name):
+  """transcode.transcode, but the worker process dies on video {victim!r}."""
+  if name == {victim!r}:
+    with open({log!r}, "a") as f:
+      f.write(name + "\\n")
+    os._exit(3)
+  return transcode.transcode(data, settings, name=name)
+'''
+
+
+def test_a_video_that_kills_its_worker_twice_is_a_recorded_failure(tmp_path, monkeypatch):
+  root = _list_tree(tmp_path / "raw", labels=(0, 1, 0, 1))
+  hooks, attempts = tmp_path / "hooks", tmp_path / "attempts.txt"
+  hooks.mkdir()
+  (hooks / "prepare_crash_hook.py").write_text(_CRASH_HOOK.format(victim="v1", log=str(attempts)))
+  monkeypatch.syspath_prepend(str(hooks))  # spawned workers get the parent's sys.path
+  hook = __import__("prepare_crash_hook")
+  out = tmp_path / "out"
+  result = _prepare_list(root, out, splits=(str(root / "train.txt"),), workers=2,
+                         transcode_fn=hook.transcode_or_die)
+  # v0 or v2 was in flight beside v1 when its worker died: retried, not failed.
+  assert (result.done, result.complete) == (3, True)
+  assert [f["name"] for f in result.failed] == ["v1"] and "died" in result.failed[0]["error"]
+  assert attempts.read_text() == "v1\nv1\n"  # in the pool, then alone
+  assert _failure_log(out) == result.failed
+  again = _prepare_list(root, out, splits=(str(root / "train.txt"),),
+                        transcode_fn=hook.transcode_or_die)
+  assert (again.done, again.skipped, len(again.failed)) == (0, 3, 1)
+  assert attempts.read_text() == "v1\nv1\n"  # not retried
+
+
+def test_list_splits_from_absolute_and_relative_paths_read_back(tmp_path, monkeypatch):
+  root = _list_tree(tmp_path / "raw", labels=(0, 1, 3))
+  lines = (root / "train.txt").read_text().splitlines(keepends=True)
+  lists = tmp_path / "lists"
+  lists.mkdir()
+  (lists / "train.txt").write_text("".join(lines[:2]))
+  (lists / "val-1.txt").write_text(lines[2])  # label 3: more classes than train has
+  monkeypatch.chdir(tmp_path)
+  out = tmp_path / "out"
+  with pytest.raises(ValueError, match="both give split 'train'"):
+    _prepare_list(root, out, splits=(str(lists / "train.txt"), "raw/train.txt"))
+  result = _prepare_list(root, out, splits=(str(lists / "train.txt"), "lists/val-1.txt"))
+  assert (result.done, result.complete, sorted(result.missing)) == (3, True, ["train", "val_1"])
+  for split, names in (("train", ["v0", "v1"]), ("val_1", ["v2"])):
+    source = sources.PreparedSource(out, split)
+    records = [source[i] for i in range(len(source))]
+    assert sorted(r["name"] for r in records) == names
+    frames = decode.decode_frames(records[0]["video"], [0, 1, 2])
+    assert frames.shape == (3, 32, 42, 3)
+  assert source.class_names == ["0", "1", "2", "3"] and records[0]["label"] == 3
+
+
+def test_a_torn_last_failure_line_is_dropped_a_corrupt_middle_line_raises(tmp_path, monkeypatch,
+                                                                           caplog):
+  root = _list_tree(tmp_path / "raw", labels=(0, 1))
+  (root / "v1.mp4").write_bytes(b"not a video")
+  monkeypatch.chdir(root)
+  out = tmp_path / "out"
+  assert [f["name"] for f in _prepare_list(root, out).failed] == ["v1"]
+  log = out / "failures.jsonl"
+  clean = log.read_text()
+  log.write_text(clean + '{"split": "train", "na')  # killed mid-write
+  with caplog.at_level("WARNING"):
+    again = _prepare_list(root, out)
+  assert (again.done, again.complete, [f["name"] for f in again.failed]) == (0, True, ["v1"])
+  assert str(log) in caplog.text
+  assert log.read_text() == clean  # rewritten clean
+  log.write_text('{"split": "train", "na\n' + clean)
+  with pytest.raises(ValueError, match=r"failures.jsonl:1:"):
+    _prepare_list(root, out)
+
+
+def _cli(*args):
+  return [sys.executable, str(REPO / "launch" / "prepare_data.py"), *args]
+
+
+def _group_members(pgid: int) -> list[int]:
+  """Live processes (not zombies) in process group `pgid`, from /proc/*/stat."""
+  found = []
+  for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+    try:
+      text = stat.read_text()
+    except OSError:  # gone meanwhile
+      continue
+    state, _, pgrp = text[text.rindex(")") + 2:].split()[:3]
+    if int(pgrp) == pgid and state != "Z":
+      found.append(int(stat.parent.name))
+  return found
+
+
+def test_sigterm_stops_the_workers_and_a_rerun_continues(tmp_path):
+  root = tmp_path / "raw"
+  video = synthetic.make_video(root / "v0", num_frames=20, height=120, width=160, seed=1).path
+  for i in range(1, 6):
+    shutil.copy(video, root / f"v{i}.mp4")
+  (root / "train.txt").write_text("".join(f"v{i}.mp4 0\n" for i in range(6)))
+  out = tmp_path / "out"
+  command = _cli("--dataset=list", f"--src={root}", f"--out={out}", "--splits=train.txt",
+                 "--workers=2", "--preset=placebo", "--short_side=120")  # slow: ~1 s a video
+  proc = subprocess.Popen(command, cwd=root, start_new_session=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 120
+  while not list(out.glob("videos/*/*.mp4")):
+    assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)  # the parent only
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode != 0 and "Traceback" not in err, err
+  while _group_members(proc.pid):  # its workers
+    assert time.monotonic() < deadline, _group_members(proc.pid)
+    time.sleep(0.1)
+  finished = list(out.glob("videos/*/*.mp4"))
+  assert 1 <= len(finished) < 6
+  for path in finished:  # complete files only
+    assert decode.probe(path.read_bytes()).num_frames == 20
+
+  rerun = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)
+  assert rerun.returncode == 0, rerun.stderr
+  assert f"{6 - len(finished)} videos prepared" in rerun.stdout
+  assert f"{len(finished)} done before" in rerun.stdout
+  assert not list(out.glob("videos/*/*.tmp-*"))
+  assert len(sources.PreparedSource(out)) == 6
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset=ucf101", "--src=/no/such/folder"], "/no/such/folder"),
+    (["--dataset=list", "--src={root}", "--splits={root}/bad.txt"], "bad.txt:2:"),
+])
+def test_cli_expected_errors_are_one_line(tmp_path, args, message):
+  (tmp_path / "bad.txt").write_text("a.mp4 0\nb.mp4 zero\n")
+  args = [a.format(root=tmp_path) for a in args]
+  run = subprocess.run(_cli(*args, f"--out={tmp_path / 'out'}"), capture_output=True, text=True,
+                       timeout=120)
+  assert run.returncode != 0
+  assert len(run.stderr.strip().splitlines()) == 1 and message in run.stderr, run.stderr
