@@ -213,10 +213,12 @@ class _Guards:
       if not (math.isfinite(loss) and math.isfinite(grad_norm) and bool(m["state_finite"])):
         what = ("the parameters or optimizer state after the update"
                 if math.isfinite(loss) and math.isfinite(grad_norm) else "the loss")
+        latest = self._ckpt.latest_step()
+        kept = ("no checkpoint was written" if latest is None else
+                f"the last checkpoint ({latest}) is intact")
         raise NonFiniteLossError(
-            f"{what} became non-finite at step {step} (loss {loss}, grad norm {grad_norm}, "
-            f"lr {float(m['lr']):.3g}): stopping without saving it; the last checkpoint "
-            f"({self._ckpt.latest_step()}) is intact")
+            f"{what} became non-finite at step {step} (loss {loss:.4g}, grad norm "
+            f"{grad_norm:.4g}, lr {float(m['lr']):.3g}): stopping without saving it; {kept}")
     self.pending.clear()
 
   def check_skipped(self) -> int:
