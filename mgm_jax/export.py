@@ -7,16 +7,23 @@ Pure name/layout mapping on NumPy arrays (no torch import; file I/O is in `torch
     hf_sd = export.to_hf_state_dict(params, cfg)        # transformers VideoMAEForPreTraining
     params = export.from_hf_state_dict(hf_sd, cfg)
     hf_cfg = export.hf_config(cfg, norm_pix=True)       # kwargs of transformers.VideoMAEConfig
+    cfg = export.fit_config(recorded, config)           # a run config that holds such weights
 
 `params` is the trainer's state["params"] (= `nnx.to_pure_dict(nnx.state(model, nnx.Param))`).
-Every import is strict: a key the model needs and the dict lacks, or one it has and the model
-does not need, raises KeyError naming it; a wrong shape raises ValueError naming it.
+`fit_config` checks the architecture fields that weight files record against a run config's
+model section and raises ConfigMismatchError naming every difference. Every import is strict:
+a key the model needs and the dict lacks, or one it has and the model does not need, raises
+KeyError naming it; a wrong shape raises ValueError naming it.
 
-HF layout (verified against transformers 5.23, `VideoMAEForPreTraining().state_dict()`): the
-official `attn.qkv.weight` [3D, D] is split into `attention.attention.{query,key,value}.weight`;
-`q_bias` / `v_bias` become `query.bias` / `value.bias` and `key` has no bias (fixed zero, as
-officially). HF 4.x names (`attention.attention.q_bias` / `v_bias`) are accepted on import, as
-transformers 5.x's own loader renames them.
+HF layout (verified against transformers 5.23 and 4.57): the official `attn.qkv.weight` [3D, D] is
+split into `attention.attention.{query,key,value}.weight`; `key` has no bias (fixed zero, as
+officially); `q_bias` / `v_bias` keep their names: `attention.attention.q_bias` / `v_bias`. These
+are the names in HF checkpoint files: what transformers 5.x's own `save_pretrained` writes (its
+modules hold them as `query.bias` / `value.bias` and rename on save and load) and what 4.x's
+modules hold. Both 4.x and 5.x load them; 4.x does not load `query.bias` / `value.bias` (it leaves
+the biases uninitialised: NaN outputs). `to_hf_state_dict` writes the checkpoint names;
+`from_hf_state_dict` accepts either (`hf_bias_keys(sd, 'module')` gives 5.x module names, for
+`load_state_dict` into an installed 5.x module).
 
 Known HF difference: transformers builds `decoder.norm` as `nn.LayerNorm(D)` with eps 1e-5 that
 no config field sets, while VideoMAE and we use `layer_norm_eps` (1e-6). Encoder features are
@@ -27,6 +34,7 @@ unaffected; decoder predictions differ slightly (measured by `torch_io.compare_w
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any, Mapping
 
@@ -51,8 +59,8 @@ _HF_PREFIXES = (  # official prefix -> HF prefix (regex, replacement), applied i
 _HF_BLOCK = {  # official name inside a block -> HF name inside a layer
     'norm1.weight': 'layernorm_before.weight', 'norm1.bias': 'layernorm_before.bias',
     'norm2.weight': 'layernorm_after.weight', 'norm2.bias': 'layernorm_after.bias',
-    'attn.q_bias': 'attention.attention.query.bias',
-    'attn.v_bias': 'attention.attention.value.bias',
+    'attn.q_bias': 'attention.attention.q_bias',
+    'attn.v_bias': 'attention.attention.v_bias',
     'attn.proj.weight': 'attention.output.dense.weight',
     'attn.proj.bias': 'attention.output.dense.bias',
     'mlp.fc1.weight': 'intermediate.dense.weight', 'mlp.fc1.bias': 'intermediate.dense.bias',
@@ -60,8 +68,9 @@ _HF_BLOCK = {  # official name inside a block -> HF name inside a layer
 }
 _QKV = 'attn.qkv.weight'
 _HF_QKV = tuple(f'attention.attention.{p}.weight' for p in ('query', 'key', 'value'))
-_HF_LEGACY = ((r'\.attention\.attention\.q_bias$', '.attention.attention.query.bias'),
-              (r'\.attention\.attention\.v_bias$', '.attention.attention.value.bias'))
+# HF q/v bias names: checkpoint files (4.x and 5.x `save_pretrained`; 4.x modules) vs 5.x modules.
+_HF_BIAS_NAMES = {'checkpoint': ('.attention.attention.q_bias', '.attention.attention.v_bias'),
+                  'module': ('.attention.attention.query.bias', '.attention.attention.value.bias')}
 _LAYER = re.compile(r'^((?:videomae\.encoder\.layer|decoder\.decoder_layers)\.\d+\.)(.*)$')
 
 
@@ -179,7 +188,8 @@ def _hf_name(official: str) -> str | tuple[str, ...]:
 
 
 def hf_names(model_cfg: model_lib.ModelConfig) -> list[str]:
-  """Every key of transformers' VideoMAEForPreTraining state dict for `model_cfg`."""
+  """Every key of an HF VideoMAEForPreTraining checkpoint file of `model_cfg` (q/v biases under
+  their checkpoint names, as `save_pretrained` writes them)."""
   names = []
   for official in official_shapes(model_cfg):
     hf = _hf_name(official)
@@ -188,7 +198,10 @@ def hf_names(model_cfg: model_lib.ModelConfig) -> list[str]:
 
 
 def to_hf_state_dict(params: Params, model_cfg: model_lib.ModelConfig) -> StateDict:
-  """Our params -> HF `VideoMAEForPreTraining` state dict (float32 NumPy)."""
+  """Our params -> HF `VideoMAEForPreTraining` checkpoint state dict (float32 NumPy).
+
+  The key names are those transformers' own `save_pretrained` writes (4.x and 5.x alike).
+  """
   del model_cfg  # the layout follows from the params; kept for a symmetric API
   hf = {}
   for official, value in to_videomae_state_dict(params).items():
@@ -201,21 +214,37 @@ def to_hf_state_dict(params: Params, model_cfg: model_lib.ModelConfig) -> StateD
   return hf
 
 
-def rename_legacy_hf_keys(sd: Mapping[str, Any]) -> dict[str, Any]:
-  """HF 4.x `attention.attention.q_bias`/`v_bias` -> 5.x `query.bias`/`value.bias`."""
+def hf_bias_keys(sd: Mapping[str, Any], style: str) -> dict[str, Any]:
+  """`sd` with its q/v bias keys in one naming `style` (other keys unchanged).
+
+  'checkpoint': `...attention.attention.q_bias` / `v_bias`, the names in HF checkpoint files
+  (written by 4.x and 5.x `save_pretrained`, held by 4.x modules); 'module':
+  `...attention.attention.query.bias` / `value.bias`, held by 5.x modules. A bias given under
+  both names raises KeyError naming it.
+  """
+  if style not in _HF_BIAS_NAMES:
+    raise ValueError(f'style {style!r}: choose one of {sorted(_HF_BIAS_NAMES)}')
+  (other,) = set(_HF_BIAS_NAMES) - {style}
+  renames = dict(zip(_HF_BIAS_NAMES[other], _HF_BIAS_NAMES[style]))
   out = {}
   for name, value in sd.items():
-    for pattern, repl in _HF_LEGACY:
-      name = re.sub(pattern, repl, name)
+    for old, new in renames.items():
+      if name.endswith(old):
+        name = name[:-len(old)] + new
     if name in out:
-      raise KeyError(f'{name} given under both its HF 4.x and 5.x names')
+      raise KeyError(f'{name} is given under both its HF checkpoint and module names')
     out[name] = value
   return out
 
 
 def from_hf_state_dict(sd: Mapping[str, Any], model_cfg: model_lib.ModelConfig) -> Params:
-  """HF `VideoMAEForPreTraining` state dict (5.x or 4.x names) -> our params (strict)."""
-  sd = rename_legacy_hf_keys(sd)
+  """HF `VideoMAEForPreTraining` state dict -> our params (strict).
+
+  The q/v biases may come under their checkpoint names (`q_bias` / `v_bias`: HF files, 4.x
+  modules) or 5.x module names (`query.bias` / `value.bias`); every other key strictly as in
+  `hf_names(model_cfg)`.
+  """
+  sd = hf_bias_keys(sd, 'checkpoint')
   _check_keys(sd, hf_names(model_cfg), 'HF VideoMAEForPreTraining state dict')
   official = {}
   for name, shape in official_shapes(model_cfg).items():
@@ -285,12 +314,11 @@ def model_config_from_hf(hf: Mapping[str, Any], **overrides: Any) -> model_lib.M
 _HEADS = {128: 4, 64: 2, 384: 6, 768: 12, 1024: 16, 1280: 16, 192: 3, 512: 8, 640: 8}
 
 
-def model_config_from_videomae(sd: Mapping[str, Any], **overrides: Any) -> model_lib.ModelConfig:
-  """Infers a ModelConfig from an official state dict's shapes.
+def videomae_recorded_fields(sd: Mapping[str, Any]) -> dict[str, Any]:
+  """The ModelConfig fields an official state dict's shapes record.
 
-  Widths, depths, tubelet, patch, channels and MLP ratio come from the shapes; attention heads
-  from the preset of that width unless given (`encoder_heads=`, `decoder_heads=`); img_size and
-  num_frames (not recorded in the weights) default to 224 and 16.
+  Widths, depths, tubelet, patch, channels and MLP ratio; not the attention heads, img_size or
+  num_frames (no parameter depends on them).
   """
   def depth(prefix):
     found = {int(m.group(1)) for k in sd for m in [re.match(rf'^{prefix}\.(\d+)\.', k)] if m}
@@ -302,11 +330,21 @@ def model_config_from_videomae(sd: Mapping[str, Any], **overrides: Any) -> model
   enc, chans, tubelet, patch, _ = tuple(sd['encoder.patch_embed.proj.weight'].shape)
   dec = tuple(sd['encoder_to_decoder.weight'].shape)[0]
   hidden = tuple(sd['encoder.blocks.0.mlp.fc1.weight'].shape)[0]
-  fields = dict(img_size=(224, 224), num_frames=16, tubelet=tubelet, patch=patch,
-                in_chans=chans, encoder_dim=enc, encoder_depth=depth('encoder.blocks'),
-                encoder_heads=_HEADS.get(enc), decoder_dim=dec,
-                decoder_depth=depth('decoder.blocks'), decoder_heads=_HEADS.get(dec),
-                mlp_ratio=hidden / enc)
+  return dict(tubelet=tubelet, patch=patch, in_chans=chans, encoder_dim=enc,
+              encoder_depth=depth('encoder.blocks'), decoder_dim=dec,
+              decoder_depth=depth('decoder.blocks'), mlp_ratio=hidden / enc)
+
+
+def model_config_from_videomae(sd: Mapping[str, Any], **overrides: Any) -> model_lib.ModelConfig:
+  """Infers a ModelConfig from an official state dict's shapes.
+
+  Widths, depths, tubelet, patch, channels and MLP ratio come from the shapes; attention heads
+  from the preset of that width unless given (`encoder_heads=`, `decoder_heads=`); img_size and
+  num_frames (not recorded in the weights) default to 224 and 16.
+  """
+  fields = videomae_recorded_fields(sd)
+  fields = dict(img_size=(224, 224), num_frames=16, encoder_heads=_HEADS.get(fields['encoder_dim']),
+                decoder_heads=_HEADS.get(fields['decoder_dim']), **fields)
   fields.update(overrides)
   for part in ('encoder', 'decoder'):
     if fields[f'{part}_heads'] is None:
@@ -333,3 +371,95 @@ def preset_config(model_cfg: model_lib.ModelConfig) -> dict[str, Any]:
   fields = {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(model_cfg)
             if f.name in arch}
   return dict(size='B', **base, **fields)
+
+
+ARCH_FIELDS = ('img_size', 'num_frames', 'tubelet', 'patch', 'in_chans', 'encoder_dim',
+               'encoder_depth', 'encoder_heads', 'decoder_dim', 'decoder_depth', 'decoder_heads',
+               'mlp_ratio', 'layer_norm_eps')
+
+
+class ConfigMismatchError(ValueError):
+  """Weights that a config cannot hold; the message names every field that differs."""
+
+
+def _same(a, b) -> bool:
+  if isinstance(a, float) or isinstance(b, float):
+    return math.isclose(a, b, rel_tol=1e-9)
+  return tuple(a) == tuple(b) if isinstance(a, (tuple, list)) else a == b
+
+
+def _show(value) -> str:
+  return f'({value[0]}, {value[1]})' if isinstance(value, (tuple, list)) else f'{value!r}'
+
+
+def _override_hint(wanted: model_lib.ModelConfig, built: model_lib.ModelConfig,
+                   section: Mapping[str, Any], what: str) -> tuple[list[str], list[str]]:
+  """(`--config.model.*` flags, notes) that make `what`'s model section build `wanted`."""
+  fields = preset_config(wanted)
+  if len(fields) > 5:  # no preset size has this architecture
+    return [], [f'no preset size has this architecture: use a config file whose model section '
+                f'sets {", ".join(f"{k}={_show(getattr(wanted, k))}" for k in ARCH_FIELDS)}']
+  def norm(key, value):
+    if key == 'img_size':
+      return (int(value),) * 2 if np.ndim(value) == 0 else tuple(value)
+    return value
+  flags, absent = [], []
+  for key, value in fields.items():
+    if key not in section:
+      if key != 'size' and norm(key, value) != getattr(built, key):
+        absent.append(key)
+    elif norm(key, value) != norm(key, section[key]):
+      flags.append(f'--config.model.{key}={value}')
+  notes = [f'{what}\'s model section lacks {absent}'] if absent else []
+  return flags, notes
+
+
+def fit_config(recorded: Mapping[str, Any], config, norm_pix: bool | None = None,
+               what: str = '--config') -> model_lib.ModelConfig:
+  """The ModelConfig of `config.model`, if it holds weights whose files record `recorded`.
+
+  `recorded`: the architecture fields the weights' files give (a subset of ARCH_FIELDS, e.g.
+  `videomae_recorded_fields(sd)`; the others come from the config); `norm_pix`: the target the
+  weights were trained with, if recorded, checked against `config.loss.norm_pix`. Raises
+  ConfigMismatchError naming every field that differs, with the `--config.*` overrides that
+  would fit (or what a config file must set), and for non-square clips (the trainer crops
+  squares).
+  """
+  recorded = {k: tuple(v) if k == 'img_size' else v for k, v in recorded.items()}
+  unknown = sorted(set(recorded) - set(ARCH_FIELDS))
+  if unknown:
+    raise ValueError(f'not architecture fields: {unknown}')
+  size = recorded.get('img_size')
+  if size is not None and size[0] != size[1]:
+    raise ConfigMismatchError(
+        f'img_size {_show(size)}: the trainer needs square clips (its input pipeline crops '
+        'squares, as VideoMAE does), so these weights cannot be trained by launch/main.py')
+  section = config.model
+  built = model_lib.model_config_from(section)
+  if built.img_size[0] != built.img_size[1]:
+    raise ConfigMismatchError(f'{what}\'s model.img_size {_show(built.img_size)}: the trainer '
+                              'needs square clips')
+  problems = []
+  for field in ARCH_FIELDS:
+    if field in recorded and not _same(recorded[field], getattr(built, field)):
+      source = (f'model.{field}={_show(section[field])}' if field in section else
+                f'model.size={section["size"]!r}')
+      problems.append(f'the weights have {field} {_show(recorded[field])} but {what}\'s '
+                      f'{source} gives {_show(getattr(built, field))}')
+  flags, notes = [], []
+  if problems:
+    try:
+      wanted = dataclasses.replace(built, **recorded)
+    except ValueError:
+      wanted = None  # e.g. widths that the config's head counts do not divide
+    if wanted is not None:
+      flags, notes = _override_hint(wanted, built, section, what)
+  loss = config.get('loss', {})
+  if norm_pix is not None and 'norm_pix' in loss and bool(loss['norm_pix']) != bool(norm_pix):
+    problems.append(f'the weights were trained with norm_pix={bool(norm_pix)} but {what}\'s '
+                    f'loss.norm_pix={bool(loss["norm_pix"])}')
+    flags.append(f'--config.loss.norm_pix={bool(norm_pix)}')
+  if problems:
+    hint = '; '.join(([f'pass {" ".join(flags)}'] if flags else []) + notes)
+    raise ConfigMismatchError('; '.join(problems) + (f' (to import them: {hint})' if hint else ''))
+  return built

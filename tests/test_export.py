@@ -8,10 +8,13 @@ q/v biases and LayerNorm scales included, so that any dropped or misplaced tenso
 
 import dataclasses
 import math
+import os
 import sys
 
+from absl import flags
 from flax import nnx
 import jax
+from ml_collections import config_flags
 import numpy as np
 import pytest
 
@@ -205,8 +208,9 @@ def test_hf_export_loads_strictly_and_matches(case, tmp_path):
   assert diffs['as_loaded'] < 1e-3, diffs  # the eps 1e-5 vs 1e-6 effect: small, not zero
 
   enc, info = transformers.VideoMAEModel.from_pretrained(tmp_path, output_loading_info=True)
-  pretraining_only = sorted(k for k in export.hf_names(cfg) if not k.startswith('videomae.'))
-  assert sorted(info['unexpected_keys']) == pretraining_only
+  pretraining_only = [k for k in export.hf_names(cfg) if not k.startswith('videomae.')]
+  assert (sorted(export.hf_bias_keys(dict.fromkeys(info['unexpected_keys']), 'checkpoint')) ==
+          sorted(pretraining_only))
   assert not info['missing_keys'] and not info['mismatched_keys']
   with torch.no_grad():
     all_feats = enc.eval()(_torch_input(video)).last_hidden_state.numpy()
@@ -281,10 +285,32 @@ def test_official_names_and_shapes(tiny):
 
 def test_hf_names_are_those_of_installed_transformers(tiny):
   cfg, _ = tiny
-  want = torch_io.hf_expected_shapes(export.hf_config(cfg, True))
-  assert sorted(export.hf_names(cfg)) == sorted(want)
-  assert 'videomae.encoder.layer.0.attention.attention.query.bias' in want
+  want = torch_io.hf_expected_shapes(export.hf_config(cfg, True))  # the module's own names
+  style = 'module' if transformers.__version__ >= '5' else 'checkpoint'
+  assert sorted(export.hf_bias_keys(dict.fromkeys(export.hf_names(cfg)), style)) == sorted(want)
+  assert 'videomae.encoder.layer.0.attention.attention.q_bias' in export.hf_names(cfg)
   assert 'videomae.encoder.layer.0.attention.attention.key.bias' not in want
+
+
+def _safetensors_keys(path):
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  with safe_open(str(path), 'np') as f:
+    return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, f.metadata()
+
+
+def test_hf_export_writes_exactly_what_save_pretrained_writes(tiny, tmp_path):
+  """transformers 4.x loads only the names `save_pretrained` writes (q_bias / v_bias)."""
+  cfg, params = tiny
+  reference = transformers.VideoMAEForPreTraining(
+      transformers.VideoMAEConfig(**export.hf_config(cfg, True)))
+  reference.save_pretrained(tmp_path / 'reference')
+  torch_io.save_hf(params, cfg, True, tmp_path / 'ours')
+  want, want_meta = _safetensors_keys(tmp_path / 'reference' / 'model.safetensors')
+  got, got_meta = _safetensors_keys(tmp_path / 'ours' / 'model.safetensors')
+  assert sorted(got) == sorted(want)
+  assert got == want and got_meta == want_meta
+  assert sorted(os.listdir(tmp_path / 'ours')) == sorted(os.listdir(tmp_path / 'reference'))
+  assert 'videomae.encoder.layer.0.attention.attention.q_bias' in got
 
 
 @pytest.mark.parametrize('fmt', ['videomae', 'hf'])
@@ -296,7 +322,7 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tiny, fmt):
   else:
     sd = export.to_hf_state_dict(params, cfg)
     load = export.from_hf_state_dict
-    victim = 'decoder.decoder_layers.1.attention.attention.value.bias'
+    victim = 'decoder.decoder_layers.1.attention.attention.v_bias'
   missing = {k: v for k, v in sd.items() if k != victim}
   with pytest.raises(KeyError, match=victim.replace('.', r'\.')):
     load(missing, cfg)
@@ -308,13 +334,18 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tiny, fmt):
     load(sd, dataclasses.replace(cfg, encoder_depth=5))
 
 
-def test_hf_legacy_q_v_bias_names_are_read_not_dropped(tiny):
+def test_hf_import_reads_both_q_v_bias_namings(tiny):
   cfg, params = tiny
-  legacy = {k.replace('attention.attention.query.bias', 'attention.attention.q_bias')
-             .replace('attention.attention.value.bias', 'attention.attention.v_bias'): v
-            for k, v in export.to_hf_state_dict(params, cfg).items()}
-  assert 'videomae.encoder.layer.0.attention.attention.q_bias' in legacy
-  _assert_same(export.from_hf_state_dict(legacy, cfg), params)
+  sd = export.to_hf_state_dict(params, cfg)
+  module = export.hf_bias_keys(sd, 'module')  # transformers 5.x module names
+  assert 'videomae.encoder.layer.0.attention.attention.query.bias' in module
+  assert not any(k.endswith(('q_bias', 'v_bias')) for k in module)
+  _assert_same(export.from_hf_state_dict(module, cfg), params)
+  _assert_same(export.from_hf_state_dict(sd, cfg), params)
+  both = {**sd, 'videomae.encoder.layer.0.attention.attention.query.bias': np.zeros(128)}
+  with pytest.raises(KeyError, match=r'layer\.0\.attention\.attention\.q_bias is given under '
+                     'both'):
+    export.from_hf_state_dict(both, cfg)
 
 
 def test_hf_check_names_the_key_transformers_would_not_load(tiny):
@@ -326,30 +357,137 @@ def test_hf_check_names_the_key_transformers_would_not_load(tiny):
 
 
 # ---------------------------------------------------------------------------------------------
-# The command lines: a run -> PyTorch (checked) -> a run the trainer restores, bit-exact.
+# Output directories and files.
 
 
-def test_export_and_import_commands(tmp_path, capsys):
-  sys.path.insert(0, 'launch')
+def _written_files(directory):
+  return sorted(p for p in directory.rglob('*') if p.is_file())
+
+
+def test_written_files_are_readable_by_everyone(tiny, tmp_path):
+  """As any file `open()` creates (safetensors itself creates them 0600)."""
+  cfg, params = tiny
+  old = os.umask(0o022)
   try:
-    import export_torch  # pylint: disable=g-import-not-at-top
-    import import_torch  # pylint: disable=g-import-not-at-top
+    torch_io.save_hf(params, cfg, True, tmp_path / 'hf')
+    torch_io.save_videomae(params, cfg, tmp_path / 'official')
   finally:
-    sys.path.remove('launch')
-  config = import_torch.load_config('configs/demo.py')
+    os.umask(old)
+  files = _written_files(tmp_path)
+  assert len(files) == 5
+  for path in files:
+    assert path.stat().st_mode & 0o777 == 0o644, (path, oct(path.stat().st_mode))
+
+
+def test_export_refuses_a_non_empty_directory_and_overwrite_leaves_no_stale_weights(
+    tiny, tmp_path):
+  cfg, params = tiny
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'pytorch_model.bin').write_bytes(b'stale weights of an earlier export')
+  with pytest.raises(FileExistsError, match=r'not empty \(pytorch_model\.bin\)'):
+    torch_io.save_hf(params, cfg, True, out)
+  with pytest.raises(FileExistsError, match='pytorch_model.bin'):
+    torch_io.save_videomae(params, cfg, out)
+  assert os.listdir(out) == ['pytorch_model.bin']  # nothing written, nothing removed
+
+  (out / 'notes.txt').write_text('mine')
+  assert torch_io.clear_export_dir(out, overwrite=True) == ['pytorch_model.bin']
+  torch_io.save_hf(params, cfg, True, out, overwrite=True)
+  assert sorted(os.listdir(out)) == ['config.json', 'model.safetensors', 'notes.txt']
+  # The official layout over an HF export: the HF files go, the user's file stays.
+  assert torch_io.clear_export_dir(out, overwrite=True) == ['config.json', 'model.safetensors']
+  torch_io.save_videomae(params, cfg, out, overwrite=True)
+  assert sorted(os.listdir(out)) == ['model_config.json', 'notes.txt',
+                                     'videomae_pretrain.pth', 'videomae_pretrain.safetensors']
+
+
+# ---------------------------------------------------------------------------------------------
+# Imports: the config must fit the weights; every mismatch is named.
+
+
+def load_config(spec, *overrides):
+  """A configs/*.py[:arg] file's config as launch/main.py's --config flag loads it."""
+  argv = ['prog', f'--config={spec}', *overrides]
+  old, sys.argv = sys.argv, argv  # config_flags reads the overrides from sys.argv
+  try:
+    values = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file('config', None, 'config', flag_values=values,
+                                             lock_config=True)
+    values(argv)
+    return holder.value
+  finally:
+    sys.argv = old
+
+
+def test_fit_config_names_every_mismatching_field():
+  config = load_config('configs/ssv2.py')  # size B, 16 x 224 px, norm_pix True
+  tiny = {f: getattr(model_lib.model_config('tiny', num_frames=4, img_size=(32, 32)), f)
+          for f in export.ARCH_FIELDS}
+  with pytest.raises(export.ConfigMismatchError) as info:
+    export.fit_config(tiny, config, norm_pix=False)
+  message = str(info.value)
+  for part in ("the weights have encoder_dim 128 but --config's model.size='B' gives 768",
+               "the weights have img_size (32, 32) but --config's model.img_size=224 gives "
+               "(224, 224)", "the weights have num_frames 4 but --config's model.num_frames=16",
+               "the weights have decoder_heads 2 but", 'norm_pix=False',
+               'pass --config.model.size=tiny --config.model.img_size=32 '
+               '--config.model.num_frames=4 --config.loss.norm_pix=False'):
+    assert part in message, message
+  fitted = load_config('configs/ssv2.py', '--config.model.size=tiny', '--config.model.img_size=32',
+                       '--config.model.num_frames=4', '--config.loss.norm_pix=False')
+  assert export.fit_config(tiny, fitted, norm_pix=False) == model_lib.model_config_from(
+      fitted.model)
+
+  odd = dict(tiny, encoder_dim=64, encoder_heads=2)  # no preset has it
+  with pytest.raises(export.ConfigMismatchError, match='no preset size has this architecture: '
+                     r'use a config file whose model section sets img_size=\(32, 32\)'):
+    export.fit_config(odd, fitted)
+  with pytest.raises(export.ConfigMismatchError,
+                     match=r'img_size \(32, 48\): the trainer needs square clips'):
+    export.fit_config(dict(tiny, img_size=(32, 48)), fitted)
+
+
+def test_import_of_non_square_or_mismatched_weights_is_a_clear_error(tmp_path):
+  config = load_config('configs/demo.py')  # tiny, 8 x 96 px
+  wide = model_lib.model_config('tiny', num_frames=8, img_size=(32, 48))
+  torch_io.save_hf(_random_params(wide), wide, False, tmp_path / 'wide')
+  with pytest.raises(export.ConfigMismatchError,
+                     match=r'^img_size \(32, 48\): the trainer needs square clips'):
+    torch_io.import_run(tmp_path / 'wide', 'hf', tmp_path / 'run_wide', config)
+  narrow = model_lib.model_config('tiny', num_frames=8, img_size=(96, 96), encoder_dim=64,
+                                  encoder_heads=2)
+  params = _random_params(narrow)
+  torch_io.save_hf(params, narrow, False, tmp_path / 'narrow')
+  torch_io.save_videomae(params, narrow, tmp_path / 'official', norm_pix=False)
+  os.remove(tmp_path / 'official' / torch_io.MODEL_CONFIG_FILE)  # shapes only
+  for fmt, src in (('hf', 'narrow'), ('videomae', 'official/videomae_pretrain.pth')):
+    with pytest.raises(export.ConfigMismatchError,
+                       match="^the weights have encoder_dim 64 but --config's model.size='tiny' "
+                       'gives 128'):
+      torch_io.import_run(tmp_path / src, fmt, tmp_path / f'run_{fmt}', config)
+    assert not (tmp_path / f'run_{fmt}').exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# A run -> PyTorch (checked) -> a run the trainer restores, bit-exact (what the commands do).
+
+
+def test_export_and_import_runs(tmp_path):
+  config = load_config('configs/demo.py')
   cfg = model_lib.model_config_from(config.model)
   params = _random_params(cfg, seed=4)
   inference.save(tmp_path / 'run', config, params, step=3)
   for fmt, src in (('hf', 'hf'), ('videomae', 'videomae/videomae_pretrain.pth')):
-    assert export_torch.main(['--workdir', str(tmp_path / 'run'), '--out',
-                              str(tmp_path / fmt), '--format', fmt]) == 0
-    out = capsys.readouterr().out
-    assert 'step 3' in out and 'encoder features' in out
-    diff = float(out.split('encoder features ')[1].split(',')[0])
-    assert diff < TOL
-    assert import_torch.main(['--src', str(tmp_path / src), '--format', fmt, '--out',
-                              str(tmp_path / f'back_{fmt}'), '--config', 'configs/demo.py']) == 0
+    run, removed = torch_io.export_run(str(tmp_path / 'run'), str(tmp_path / fmt), fmt)
+    assert run.step == 3 and removed == []
+    diffs = torch_io.verify_export(run, str(tmp_path / fmt), fmt)
+    assert diffs['features'] < TOL and diffs['predictions_eps_matched'] < TOL, diffs
+    torch_io.import_run(tmp_path / src, fmt, tmp_path / f'back_{fmt}', config)
     back = inference.load(tmp_path / f'back_{fmt}')
-    assert back.step == 0 and back.config.model.to_dict() == config.model.to_dict()
-    _assert_same(nnx.to_pure_dict(nnx.state(back.model, nnx.Param)),
-                 params)
+    assert back.step == 0 and back.config.to_json() == config.to_json()  # JSON: tuples -> lists
+    _assert_same(nnx.to_pure_dict(nnx.state(back.model, nnx.Param)), params)
+  with pytest.raises(FileExistsError, match='is not an empty directory'):
+    torch_io.import_run(tmp_path / 'hf', 'hf', tmp_path / 'back_hf', config)
+  with pytest.raises(FileExistsError, match='is not empty'):
+    torch_io.export_run(str(tmp_path / 'run'), str(tmp_path / 'hf'), 'videomae')
