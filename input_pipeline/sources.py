@@ -115,8 +115,8 @@ def _dataset_directory(prepared_dir: str, dataset: str | None, tfds_builder) -> 
     return os.fspath(root)
   base = root / tfds_builder.NAME
   names = [dataset] if dataset else sorted(p.name for p in base.iterdir()) if base.exists() else []
-  found = [base / n / tfds_builder.VERSION for n in names
-           if (base / n / tfds_builder.VERSION / "dataset_info.json").exists()]
+  found = [d for d in (tfds_builder.dataset_dir(prepared_dir, n) for n in names)
+           if (d / "dataset_info.json").exists()]
   if len(found) != 1:
     raise FileNotFoundError(
         f"{prepared_dir}: expected one prepared data set under {base} (dataset={dataset!r}), "

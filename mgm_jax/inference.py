@@ -65,7 +65,7 @@ def load(workdir: str | os.PathLike, step: int | None = None) -> Loaded:
   model_cfg = model_lib.model_config_from(config.model, drop_path_rate=0.0)
   abstract = abstract_train_state(config, model_cfg)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(os.fspath(workdir), 'checkpoints'),
-                                     async_save=False)
+                                     async_save=False, read_only=True)
   try:
     step, state = ckpt.restore(abstract, step=step)
   finally:

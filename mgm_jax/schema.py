@@ -17,14 +17,17 @@ reads an experiment file with the same parser `--config=` uses (ml_collections c
 
 from __future__ import annotations
 
+import sys
+
+from absl import flags
 import ml_collections
-from ml_collections.config_flags import config_flags as _config_flags
+from ml_collections import config_flags
 
 # Fields a resumed run may change: how long and how fast the run goes, where it logs, where the
 # (same) data lies. Every other field defines the run; resuming with another value is refused
 # (see `workdir.check_resumable`). Dotted prefixes cover a whole section.
 RESUMABLE = (
-    "total_steps", "epochs", "accum_steps", "mesh", "resume_step",
+    "total_steps", "epochs", "accum_steps", "mesh", "resume_step", "restore_fallback",
     "log_every", "image_every", "checkpoint_every", "keep_checkpoints",
     "model.remat", "model.attention_impl",
     "data.root", "data.list_file", "data.prepared_dir", "data.num_threads", "data.num_workers",
@@ -40,7 +43,9 @@ def defaults() -> ml_collections.ConfigDict:
   c.total_steps = -1  # > 0: the schedule length in steps (overrides epochs)
   c.batch_size = 512  # global clips per step: all processes and micro-batches together
   c.accum_steps = 1  # gradient accumulation: batch_size / accum_steps clips per micro-batch
-  c.resume_step = -1  # -1: resume from the latest checkpoint; N: from step N (older ones kept)
+  c.resume_step = -1  # -1: resume from the latest checkpoint; N: from step N (later ones are
+  #                     set aside as <step>.set-aside-<time>, not deleted)
+  c.restore_fallback = False  # latest checkpoint unreadable: resume from the newest good one
 
   # Device mesh: data-parallel x FSDP (parameters sharded by shape); -1 = all remaining devices.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
@@ -107,6 +112,19 @@ def defaults() -> ml_collections.ConfigDict:
   return c
 
 
-def load(spec: str) -> ml_collections.ConfigDict:
-  """`path.py[:arg]` -> that file's `get_config(arg)`, unlocked; the parser `--config=` uses."""
-  return _config_flags.ConfigFileFlagParser("config", lock_config=False).parse(spec)
+def load(spec: str, *overrides: str, lock: bool = False) -> ml_collections.ConfigDict:
+  """`path.py[:arg]` -> that file's `get_config(arg)` with `--config.a.b=v` overrides applied.
+
+  Exactly what launch/main.py's `--config=` flag loads (ml_collections config_flags, on a flag
+  registry of its own); unlocked unless `lock`, so Python callers may add fields.
+  """
+  argv = ["load", f"--config={spec}", *overrides]
+  saved, sys.argv = sys.argv, argv  # config_flags reads the overrides from sys.argv
+  try:
+    values = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file("config", None, "config file", flag_values=values,
+                                             lock_config=lock)
+    values(argv)
+    return holder.value
+  finally:
+    sys.argv = saved

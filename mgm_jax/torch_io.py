@@ -34,6 +34,7 @@ import numpy as np
 from mgm_jax import export
 from mgm_jax import masking
 from mgm_jax import model as model_lib
+from mgm_jax import workdir as workdir_lib
 
 VIDEOMAE_NAME = 'videomae_pretrain'
 MODEL_CONFIG_FILE = 'model_config.json'
@@ -324,7 +325,7 @@ def hf_model_from_state_dict(sd: Mapping[str, np.ndarray], hf_config_kwargs: Map
 
 # The errors those commands report as one line: missing or unreadable files, strict keys and
 # shapes, a config that does not fit the weights, a non-empty output directory.
-EXPECTED_ERRORS = (KeyError, ValueError, OSError)
+EXPECTED_ERRORS = (KeyError, ValueError, OSError, workdir_lib.WorkdirError)
 
 
 def error_line(error: BaseException) -> str:
@@ -340,10 +341,7 @@ def _load_run(workdir: str, step: int | None):
   if not os.path.exists(os.path.join(workdir, 'config.json')):
     raise FileNotFoundError(f'--workdir {workdir}: no config.json (not a training run '
                             'directory)')
-  try:
-    config = inference.read_config(workdir)
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{workdir}/config.json: not JSON ({e})') from e
+  config = workdir_lib.read_config(workdir)
   if 'model' not in config:
     raise ValueError(f'{workdir}/config.json has no model section (not a training run config)')
   return inference.load(workdir, step)

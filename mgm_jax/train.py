@@ -137,14 +137,20 @@ def setup(config, workdir: str, logdir: str) -> Run:
   batch_sharding = sharding_lib.batch_sharding(mesh)
 
   # --- Checkpoint (restore if there is one).
-  ckpt = checkpoint_lib.Checkpointer(epath.Path(workdir) / "checkpoints",
-                                     keep=config.keep_checkpoints,
-                                     every_steps=config.checkpoint_every)
+  ckpt = checkpoint_lib.Checkpointer(
+      epath.Path(workdir) / "checkpoints", keep=config.keep_checkpoints,
+      every_steps=config.checkpoint_every,
+      resume_hint="set --config.resume_step={step} (or --config.restore_fallback=True)")
   resume = None if config.resume_step < 0 else config.resume_step
   if resume is not None or ckpt.latest_step() is not None:
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
-    step, state = ckpt.restore(target, data_iter, step=resume)
+    step, state = ckpt.restore(target, data_iter, step=resume,
+                               fallback=resume is None and config.restore_fallback)
+    newer = [s for s in ckpt.all_steps() if s > step]
+    if newer:  # resumed from an earlier step: the later ones would shadow the new saves
+      logging.warning("resumed from step %d: setting aside later checkpoints %s", step,
+                      ckpt.set_aside(newer))
     logging.info("resumed from step %d", step)
   else:
     step = 0

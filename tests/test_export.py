@@ -9,18 +9,16 @@ q/v biases and LayerNorm scales included, so that any dropped or misplaced tenso
 import dataclasses
 import math
 import os
-import sys
 
-from absl import flags
 from flax import nnx
 import jax
-from ml_collections import config_flags
 import numpy as np
 import pytest
 
 from mgm_jax import export
 from mgm_jax import inference
 from mgm_jax import model as model_lib
+from mgm_jax import schema
 from mgm_jax import torch_io
 
 torch = pytest.importorskip('torch')
@@ -406,22 +404,8 @@ def test_export_refuses_a_non_empty_directory_and_overwrite_leaves_no_stale_weig
 # Imports: the config must fit the weights; every mismatch is named.
 
 
-def load_config(spec, *overrides):
-  """A configs/*.py[:arg] file's config as launch/main.py's --config flag loads it."""
-  argv = ['prog', f'--config={spec}', *overrides]
-  old, sys.argv = sys.argv, argv  # config_flags reads the overrides from sys.argv
-  try:
-    values = flags.FlagValues()
-    holder = config_flags.DEFINE_config_file('config', None, 'config', flag_values=values,
-                                             lock_config=True)
-    values(argv)
-    return holder.value
-  finally:
-    sys.argv = old
-
-
 def test_fit_config_names_every_mismatching_field():
-  config = load_config('configs/ssv2.py')  # size B, 16 x 224 px, norm_pix True
+  config = schema.load('configs/ssv2.py')  # size B, 16 x 224 px, norm_pix True
   tiny = {f: getattr(model_lib.model_config('tiny', num_frames=4, img_size=(32, 32)), f)
           for f in export.ARCH_FIELDS}
   with pytest.raises(export.ConfigMismatchError) as info:
@@ -434,7 +418,7 @@ def test_fit_config_names_every_mismatching_field():
                'pass --config.model.size=tiny --config.model.img_size=32 '
                '--config.model.num_frames=4 --config.loss.norm_pix=False'):
     assert part in message, message
-  fitted = load_config('configs/ssv2.py', '--config.model.size=tiny', '--config.model.img_size=32',
+  fitted = schema.load('configs/ssv2.py', '--config.model.size=tiny', '--config.model.img_size=32',
                        '--config.model.num_frames=4', '--config.loss.norm_pix=False')
   assert export.fit_config(tiny, fitted, norm_pix=False) == model_lib.model_config_from(
       fitted.model)
@@ -449,7 +433,7 @@ def test_fit_config_names_every_mismatching_field():
 
 
 def test_import_of_non_square_or_mismatched_weights_is_a_clear_error(tmp_path):
-  config = load_config('configs/demo.py')  # tiny, 8 x 96 px
+  config = schema.load('configs/demo.py')  # tiny, 8 x 96 px
   wide = model_lib.model_config('tiny', num_frames=8, img_size=(32, 48))
   torch_io.save_hf(_random_params(wide), wide, False, tmp_path / 'wide')
   with pytest.raises(export.ConfigMismatchError,
@@ -474,7 +458,7 @@ def test_import_of_non_square_or_mismatched_weights_is_a_clear_error(tmp_path):
 
 
 def test_export_and_import_runs(tmp_path):
-  config = load_config('configs/demo.py')
+  config = schema.load('configs/demo.py')
   cfg = model_lib.model_config_from(config.model)
   params = _random_params(cfg, seed=4)
   inference.save(tmp_path / 'run', config, params, step=3)

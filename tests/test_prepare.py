@@ -24,9 +24,9 @@ from input_pipeline import prepare
 from input_pipeline import sources
 from input_pipeline import synthetic
 from input_pipeline import transcode
+from mgm_jax import schema
 from mgm_jax import train
 from mgm_jax import validate
-import test_train  # pylint: disable=g-bad-import-order  (tests/ is on sys.path under pytest)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -206,7 +206,7 @@ def test_prepare_k400_copies_vector_codecs_and_ucf101_reads_back(trees, tmp_path
   assert np.all([decode.probe(source[i]["video"]).codec == "h264" for i in range(len(source))])
 
   # configs/ucf101.py reads the shards through train.make_source.
-  config = test_train._load_config("ucf101")
+  config = schema.load(str(REPO / "configs" / "ucf101.py"))
   config.data.prepared_dir = str(tmp_path / "ucf")
   validate.validate(config, num_devices=8)
   made = train.make_source(config, str(tmp_path / "work"))

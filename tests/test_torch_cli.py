@@ -17,6 +17,7 @@ import pytest
 from mgm_jax import export
 from mgm_jax import inference
 from mgm_jax import model as model_lib
+from mgm_jax import schema
 from mgm_jax import torch_io
 
 pytest.importorskip('torch')
@@ -49,8 +50,7 @@ def _assert_one_line_error(result, script, *parts):
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory):
   """A demo-config run (tiny model, 8 x 96 px) at step 3, as the trainer would leave it."""
-  from test_export import load_config  # pylint: disable=g-import-not-at-top
-  config = load_config('configs/demo.py')
+  config = schema.load('configs/demo.py')
   workdir = tmp_path_factory.mktemp('cli') / 'run'
   inference.save(workdir, config, _params(model_lib.model_config_from(config.model)), step=3)
   return workdir

@@ -25,13 +25,15 @@ from mgm_jax import workdir as workdir_lib
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _main(workdir, *flags, timeout=240):
+def _main(workdir, *flags, timeout=240, pythonpath=""):
   """launch/main.py on the demo config shrunk to a tiny clip; returns the CompletedProcess."""
   cmd = [sys.executable, str(REPO / "launch" / "main.py"), "--config=configs/demo.py:4",
          f"--workdir={workdir}", "--config.model.img_size=32", "--config.model.num_frames=4",
          "--config.batch_size=8", "--config.data.repeats=1", "--config.log_every=1",
          "--config.image_every=0", *flags]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  if pythonpath:
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
   return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=timeout, check=False)
 
@@ -62,6 +64,18 @@ def test_config_error_is_one_line_and_nothing_is_written(tmp_path):
   assert not (tmp_path / "work").exists()
 
 
+def test_an_error_ends_the_process_whatever_threads_still_run(tmp_path):
+  # A non-daemon thread that would keep a normally exiting interpreter alive for 10 minutes.
+  (tmp_path / "sitecustomize.py").write_text(
+      "import threading, time\n"
+      "threading.Thread(target=time.sleep, args=(600,), daemon=False).start()\n")
+  done = _main(tmp_path / "work", "--config.data.source=list",
+               f"--config.data.list_file={tmp_path / 'missing.txt'}", timeout=120,
+               pythonpath=str(tmp_path))
+  assert done.returncode == 1
+  assert "missing.txt" in _last_line(done.stderr)
+
+
 @pytest.fixture(scope="module")
 def videos(tiny_videos):
   return tiny_videos
@@ -73,7 +87,7 @@ def test_a_nonfinite_update_is_never_saved(videos, tmp_path):
   config = test_train._config(videos, **{"optim.base_lr": 1e42, "optim.warmup_steps": 0,
                                          "optim.grad_clip": 0.0, "checkpoint_every": 1,
                                          "total_steps": 4})
-  with pytest.raises(train.NonFiniteLossError, match="at step 1 .*parameters"):
+  with pytest.raises(train.NonFiniteLossError, match="parameters or optimizer state after the update became non-finite at step 1 "):
     train.train(config, str(tmp_path))
   for step in checkpoint_lib.Checkpointer(tmp_path / "checkpoints").all_steps():
     params = jax.tree.leaves(nnx.state(inference.load(tmp_path, step).model))
@@ -120,3 +134,29 @@ def test_a_killed_run_leaves_no_stuck_lock(tmp_path):
   holder.wait(timeout=30)
   with workdir_lib.lock(str(tmp_path)):  # the kernel released it with the process
     pass
+
+
+def test_checkpoints_path_that_is_a_file_stops_at_start(videos, tmp_path):
+  (tmp_path / "checkpoints").write_text("not a directory")
+  with pytest.raises(checkpoint_lib.CheckpointError, match="checkpoints"):
+    train.train(test_train._config(videos), str(tmp_path))
+  assert not (tmp_path / "config.json").exists()
+
+
+def test_corrupt_latest_checkpoint_is_named_and_an_earlier_step_resumes(videos, tmp_path):
+  config = test_train._config(videos, total_steps=6, checkpoint_every=2, keep_checkpoints=3)
+  train.train(config, str(tmp_path), stop_after=4)
+  assert checkpoint_lib.Checkpointer(tmp_path / "checkpoints").all_steps() == [2, 4]
+  for f in (tmp_path / "checkpoints" / "4" / "state").rglob("*"):
+    if f.is_file() and f.name != "_CHECKPOINT_METADATA":
+      f.write_bytes(b"garbage")
+  with pytest.raises(checkpoint_lib.CheckpointError) as info:
+    train.train(config, str(tmp_path))
+  assert str(tmp_path / "checkpoints" / "4") in str(info.value)
+  assert "--config.resume_step=2" in str(info.value) and len(str(info.value)) < 1000
+  final = train.train(test_train._config(videos, total_steps=6, checkpoint_every=2,
+                                         keep_checkpoints=3, resume_step=2), str(tmp_path))
+  assert checkpoint_lib.Checkpointer(tmp_path / "checkpoints").all_steps() == [2, 4, 6]
+  assert list((tmp_path / "checkpoints").glob("4.set-aside-*"))  # kept for inspection
+  want = test_train._losses(tmp_path)
+  assert sorted(want) == list(range(1, 7)) and final["loss"] == want[6]
