@@ -21,6 +21,11 @@
    shards (encoded bytes + label + metadata) to `{out}/mgm_videos/{dataset}/1.0.0/`.
 5. `{out}/report.json` sums it up: counts, missing and failed videos, throughput.
 
+Several hosts: `part=I, num_parts=N` does only part I's share of the videos (steps 1-3, into
+the same folders, with the part's own failures and report files, no shards), then
+`prepare_parts.finalize` does steps 4-5 once; see prepare_parts.py. Whatever the run, a video
+counts as done when its output file exists, and failures are read from every failures*.jsonl.
+
 An exception in this process while videos are transcoding (KeyboardInterrupt, or whatever a
 SIGTERM handler raises, as in launch/prepare_data.py) kills the worker processes, then
 propagates; the finished videos stay. Workers ignore SIGINT: Ctrl-C is the parent's to handle.
@@ -35,6 +40,7 @@ import concurrent.futures
 from concurrent.futures.process import BrokenProcessPool
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -70,6 +76,7 @@ class Result:
   skipped: int = 0  # finished before this call
   failed: list = dataclasses.field(default_factory=list)  # dicts: split, name, error
   missing: dict = dataclasses.field(default_factory=dict)  # split -> [relative paths]
+  finished: bool = False  # every video (of this part) done or failed
   complete: bool = False  # shards written
   seconds: float = 0.0
   workers: int = 1
@@ -79,11 +86,27 @@ class Result:
     return self.done / max(self.seconds, 1e-9) / max(self.workers, 1)
 
 
-def _read_failures(out: epath.Path) -> dict:
-  """(split, name) -> record of failures.jsonl. A torn last line is dropped (file rewritten)."""
-  path = out / FAILURES
-  if not path.exists():
-    return {}
+def output_name(name: str) -> str:
+  """A video's file name in {out}/videos/{split}/."""
+  return f"{name.replace('/', '__')}.mp4"
+
+
+def owner(split: str, filename: str, num_parts: int) -> int:
+  """The part that prepares {split}/{filename}: a hash of the name, the same on every host."""
+  digest = hashlib.sha256(f"{split}/{filename}".encode()).digest()
+  return int.from_bytes(digest[:8], "big") % num_parts
+
+
+def part_file(filename: str, part: int, num_parts: int) -> str:
+  """failures.jsonl -> failures.part-00001-of-00004.jsonl (itself for a single part)."""
+  if num_parts == 1:
+    return filename
+  stem, _, suffix = filename.partition(".")
+  return f"{stem}.part-{part:05d}-of-{num_parts:05d}.{suffix}"
+
+
+def _read_failure_file(path: epath.Path, mend: bool) -> dict:
+  """(split, name) -> record. A torn last line is dropped (with `mend`, the file rewritten)."""
   lines = path.read_text().rstrip().splitlines()
   failures = {}
   for number, line in enumerate(lines, start=1):
@@ -98,8 +121,80 @@ def _read_failures(out: epath.Path) -> dict:
                            f"{line!r:.80}; mend or delete the line, or pass retry_failed") from e
       _log.warning("%s: dropping the torn last line %r (a run killed while writing it)", path,
                    line)
-      path.write_text("".join(f"{kept}\n" for kept in lines[:-1]))
+      if mend:
+        path.write_text("".join(f"{kept}\n" for kept in lines[:-1]))
   return failures
+
+
+def read_failures(out: epath.Path, own: str | None) -> dict:
+  """Every failures*.jsonl in `out` merged; only this run's `own` file is ever rewritten."""
+  failures = {}
+  for path in sorted(out.glob("failures*.jsonl"), key=lambda p: (p.name == own, p.name)):
+    failures.update(_read_failure_file(path, mend=path.name == own))
+  return failures
+
+
+def load_indices(dataset: str, src, splits, fold: int) -> dict:
+  """split name -> datasets.Index."""
+  if src and not os.path.isdir(src):
+    raise FileNotFoundError(f"{os.fspath(src)}: no such folder (src: the downloaded data set)")
+  indices, asked = {}, {}
+  for split in splits:
+    index = datasets.load(dataset, src, split, fold=fold)
+    if index.split in indices:
+      raise PrepareError(f"{asked[index.split]} and {split} both give split {index.split!r}; "
+                         "rename one")
+    indices[index.split], asked[index.split] = index, split
+  return indices
+
+
+def scan(out: epath.Path, indices: dict, failures: dict, result: Result, part: int = 0,
+         num_parts: int = 1, clean: bool = True) -> tuple[list, dict]:
+  """Sorts part `part`'s videos into finished, failed (`result`) and to do (the tasks returned).
+
+  Returns (tasks, {(split, name): output path} for every video). With `clean`, deletes the
+  temporary files of the part's share (interrupted runs); other parts may be writing theirs.
+  """
+  tasks, outputs = [], {}
+  for split, index in indices.items():
+    result.missing[split] = index.missing
+    video_dir = out / "videos" / split
+    video_dir.mkdir(parents=True, exist_ok=True)
+    existing = set()
+    for path in video_dir.iterdir():
+      final, mark, pid = path.name.rpartition(transcode.TMP_MARK)
+      if not (mark and pid.isdigit()):
+        existing.add(path.name)
+      elif clean and owner(split, final, num_parts) == part:
+        path.unlink(missing_ok=True)  # half-written by an interrupted run
+    for e in index.entries:
+      dst = video_dir / output_name(e.name)
+      outputs[(split, e.name)] = dst
+      if owner(split, dst.name, num_parts) != part:
+        continue
+      if dst.name in existing:
+        result.skipped += 1
+      elif (split, e.name) in failures:
+        result.failed.append(failures[(split, e.name)])
+      else:
+        tasks.append((split, e.name, e.path, os.fspath(dst)))
+  return tasks, outputs
+
+
+def build_shards(out: epath.Path, dataset: str, indices: dict, outputs: dict, failed: list,
+                 settings: transcode.Settings, overwrite: bool) -> None:
+  """Writes the shards of every video done (all of them: done or `failed`)."""
+  failed = {(r["split"], r["name"]) for r in failed}
+  splits_items = {
+      split: [(outputs[(split, e.name)], e.label, e.name) for e in index.entries
+              if (split, e.name) not in failed and e.label >= 0]
+      for split, index in indices.items()}
+  # The longest list: `list` splits count the classes their own labels reach.
+  class_names = max((index.class_names for index in indices.values()), key=len)
+  tfds_builder.build(out, dataset, splits_items, class_names,
+                     description=f"{dataset} prepared by mgm-jax: H.264, short side "
+                     f"{settings.short_side}, GOP {settings.gop}, no B-frames, 1 reference",
+                     overwrite=overwrite)
 
 
 def _kill_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -159,9 +254,11 @@ def _transcode_all(tasks: list, workers: int, work: Callable, record: Callable) 
 def prepare(dataset: str, src: str, out: str, *, splits=("train",), fold: int = 1,
             settings: transcode.Settings = transcode.Settings(), workers: int | None = None,
             retry_failed: bool = False, stop_after: int | None = None, progress: bool = True,
-            transcode_fn: Callable = transcode.transcode) -> Result:
+            transcode_fn: Callable = transcode.transcode, part: int = 0,
+            num_parts: int = 1) -> Result:
   """Prepares `splits` of `dataset` found under `src` into `out` (see the module docstring).
 
+  `part`, `num_parts`: do only part `part` of `num_parts` (no shards; see prepare_parts.py).
   `stop_after`: return after transcoding that many videos (as an interruption would; tests).
   `transcode_fn`: a stand-in for `transcode.transcode`, run in the worker processes, so it must be
   a module-level function they can import (tests: one that crashes).
@@ -169,56 +266,37 @@ def prepare(dataset: str, src: str, out: str, *, splits=("train",), fold: int = 
   Raises:
     FileNotFoundError: no folder `src`, or an annotation file is not there.
     sources.AnnotationError: a malformed annotation file (named, with the line).
-    PrepareError: two list files give one split name, or failures.jsonl is corrupt.
+    PrepareError: two list files give one split name, a failures file is corrupt, or no such
+      part.
   """
   tic = time.perf_counter()
-  if src and not os.path.isdir(src):
-    raise FileNotFoundError(f"{os.fspath(src)}: no such folder (src: the downloaded data set)")
-  indices, asked = {}, {}
-  for split in splits:
-    index = datasets.load(dataset, src, split, fold=fold)
-    if index.split in indices:
-      raise PrepareError(f"{asked[index.split]} and {split} both give split {index.split!r}; "
-                         "rename one")
-    indices[index.split], asked[index.split] = index, split
+  if not (num_parts >= 1 and 0 <= part < num_parts):
+    raise PrepareError(f"part {part} of {num_parts}: need 0 <= part < num_parts")
+  indices = load_indices(dataset, src, splits, fold)
   if not progress:
     tfds.disable_progress_bar()
   out = epath.Path(out)
   out.mkdir(parents=True, exist_ok=True)
+  own_failures = part_file(FAILURES, part, num_parts)
+  own_report = part_file(REPORT, part, num_parts)
+  if num_parts > 1:
+    (out / own_report).unlink(missing_ok=True)  # the part's done marker: unfinished from now on
   workers = workers or os.cpu_count() or 1
   result = Result(workers=workers)
-  failures = {} if retry_failed else _read_failures(out)
-  if retry_failed and (out / FAILURES).exists():
-    (out / FAILURES).unlink()
-
-  tasks, finished = [], {}
-  for split, index in indices.items():
-    result.missing[split] = index.missing
-    video_dir = out / "videos" / split
-    video_dir.mkdir(parents=True, exist_ok=True)
-    existing = set()
-    for path in video_dir.iterdir():
-      if path.name.rpartition(transcode.TMP_MARK)[2].isdigit():
-        path.unlink()  # half-written by an interrupted run
-      else:
-        existing.add(path.name)
-    for e in index.entries:
-      dst = video_dir / f"{e.name.replace('/', '__')}.mp4"
-      finished[(split, e.name)] = dst
-      if dst.name in existing:
-        result.skipped += 1
-      elif (split, e.name) in failures:
-        result.failed.append(failures[(split, e.name)])
-      else:
-        tasks.append((split, e.name, e.path, os.fspath(dst)))
+  if retry_failed:  # a single host owns every failure; a part, its own file's
+    for path in (out.glob("failures*.jsonl") if num_parts == 1 else [out / own_failures]):
+      path.unlink(missing_ok=True)
+  failures = {} if retry_failed else read_failures(out, own_failures)
+  tasks, outputs = scan(out, indices, failures, result, part, num_parts)
 
   todo = tasks if stop_after is None else tasks[:stop_after]
   if todo:
     work = functools.partial(transcode.transcode_file, settings=settings,
                              transcode_fn=transcode_fn)
-    with (out / FAILURES).open("a") as failure_log, tqdm.tqdm(
+    where = f" part {part}/{num_parts}" if num_parts > 1 else ""
+    with (out / own_failures).open("a") as failure_log, tqdm.tqdm(
         total=len(todo), disable=not progress, unit="video",
-        desc=f"transcoding {dataset}") as bar:
+        desc=f"transcoding {dataset}{where}") as bar:
 
       def record(task, how, error):
         if error is None:
@@ -233,32 +311,31 @@ def prepare(dataset: str, src: str, out: str, *, splits=("train",), fold: int = 
 
       _transcode_all(todo, min(workers, len(todo)), work, record)
   result.seconds = time.perf_counter() - tic
+  result.finished = len(todo) == len(tasks)
 
+  if num_parts > 1:
+    write_report(out / own_report, dataset, result, indices, part=part, num_parts=num_parts,
+                 settings=dataclasses.asdict(settings),
+                 missing={s: len(m) for s, m in result.missing.items()})
+    return result
   # Shards only from a finished set. Rebuilt whenever this run added videos, so an earlier,
   # smaller build never shadows them.
-  if len(todo) == len(tasks):
-    failed = {(r["split"], r["name"]) for r in result.failed}
-    splits_items = {
-        split: [(finished[(split, e.name)], e.label, e.name) for e in index.entries
-                if (split, e.name) not in failed and e.label >= 0]
-        for split, index in indices.items()}
-    # The longest list: `list` splits count the classes their own labels reach.
-    class_names = max((index.class_names for index in indices.values()), key=len)
-    tfds_builder.build(out, dataset, splits_items, class_names,
-                       description=f"{dataset} prepared by mgm-jax: H.264, short side "
-                       f"{settings.short_side}, GOP {settings.gop}, no B-frames, 1 reference",
-                       overwrite=result.done > 0)
+  if result.finished:
+    build_shards(out, dataset, indices, outputs, result.failed, settings,
+                 overwrite=result.done > 0)
     result.complete = True
-  _write_report(out, dataset, result, indices)
+  write_report(out / REPORT, dataset, result, indices)
   return result
 
 
-def _write_report(out, dataset, result: Result, indices) -> None:
+def write_report(path: epath.Path, dataset, result: Result, indices, **extra) -> None:
   report = {
-      "dataset": dataset, "complete": result.complete,
+      "dataset": dataset, "finished": result.finished, "complete": result.complete,
       "splits": {s: i.summary() for s, i in indices.items()},
       "done_this_run": result.done, "copied_this_run": result.copied,
       "finished_before": result.skipped, "seconds": round(result.seconds, 2),
       "videos_per_s_per_worker": round(result.videos_per_s_per_worker, 3),
-      "failed": result.failed, "missing": result.missing}
-  (out / REPORT).write_text(json.dumps(report, indent=2))
+      "failed": result.failed, "missing": result.missing, **extra}
+  tmp = path.with_name(f"{path.name}.tmp")  # a part's report is its done marker: never torn
+  tmp.write_text(json.dumps(report, indent=2))
+  tmp.replace(path)

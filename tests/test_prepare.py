@@ -1,5 +1,6 @@
 """Data set adapters, preparation (transcode -> ArrayRecord shards, resumable) and reading back;
-failed and worker-killing videos, list splits, SIGTERM and the command line's errors.
+failed and worker-killing videos, list splits, SIGTERM, parts + finalize (several hosts) and the
+command line's errors.
 
 Tiny fake SSv2 / Kinetics-400 / UCF101 trees: annotation files in the real formats, generated
 videos (SSv2 as VP9 WebM, as shipped), one broken file and one missing video each.
@@ -16,11 +17,13 @@ import time
 
 import numpy as np
 import pytest
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from input_pipeline import datasets
 from input_pipeline import decode
 from input_pipeline import pipeline
 from input_pipeline import prepare
+from input_pipeline import prepare_parts
 from input_pipeline import sources
 from input_pipeline import synthetic
 from input_pipeline import transcode
@@ -336,6 +339,105 @@ def test_a_torn_last_failure_line_is_dropped_a_corrupt_middle_line_raises(tmp_pa
     _prepare_list(root, out)
 
 
+# --- Several hosts: parts, then finalize. ---
+
+def _records(out) -> dict:
+  """name -> (label, num_frames) of every example in the shards; each one decodes."""
+  source = sources.PreparedSource(out)
+  records = {}
+  for r in map(source.__getitem__, range(len(source))):
+    assert decode.decode_frames(r["video"], [0, r["num_frames"] - 1]).shape[0] == 2
+    records[r["name"]] = (r["label"], r["num_frames"])
+  return records
+
+
+def _names(out, split="train") -> set:
+  return {p.name for p in out.glob(f"videos/{split}/*.mp4")}
+
+
+def test_three_parts_then_finalize_give_the_single_host_shards(trees, tmp_path, monkeypatch):
+  single = prepare.prepare("ssv2", trees["ssv2"], tmp_path / "single", settings=SETTINGS,
+                           workers=1, progress=False)
+  out = tmp_path / "parts"
+  run = lambda part: prepare.prepare("ssv2", trees["ssv2"], out, settings=SETTINGS, workers=1,
+                                     progress=False, part=part, num_parts=3)
+  finalize = lambda: prepare_parts.finalize("ssv2", trees["ssv2"], out, num_parts=3,
+                                            progress=False)
+  shares = {}
+  for part in (0, 2, 1):
+    if part == 1:  # 0 and 2 done: finalize names the one left
+      with pytest.raises(prepare.PrepareError, match=r": 1 of 3 parts not finished: part 1 "
+                         r"\(no report.part-00001-of-00003.json, 1 video not done\); run them"):
+        finalize()
+    before = _names(out)
+    result = run(part)
+    assert (result.finished, result.complete) == (True, False)
+    shares[part] = _names(out) - before
+  assert not (out / "mgm_videos").exists()  # no part writes shards
+  # Each part did exactly its hash share; together, every video of the single-host run.
+  assert {n: part for part, names in shares.items() for n in names} == {
+      n: prepare.owner("train", n, 3) for n in _names(tmp_path / "single")}
+  assert all(shares.values())  # (this tree gives every part a video)
+
+  written = {p: p.stat().st_mtime_ns for p in out.glob("videos/train/*")}
+  again = run(1)  # a rerun: nothing redone
+  assert (again.done, again.skipped, again.finished) == (0, 1, True)
+  assert {p: p.stat().st_mtime_ns for p in out.glob("videos/train/*")} == written
+
+  # As with a split of over 1 GB: tfds spills to temporary files (without TensorFlow here).
+  monkeypatch.setattr(tfds_shuffle, "MAX_MEM_BUFFER_SIZE", 0)
+  result = finalize()
+  assert (result.complete, result.skipped) == (True, 4)
+  assert not list(out.glob("mgm_videos/**/bucket_*.tmp"))
+  assert _records(out) == _records(tmp_path / "single") and len(_records(out)) == 4
+  report = json.loads((out / "report.json").read_text())
+  assert report["complete"] and report["failed"] == single.failed and len(single.failed) == 1
+  assert report["missing"] == {"train": ["20bn-something-something-v2/6.webm"]}
+  assert sorted(report["parts"]) == [f"part-0000{i}-of-00003" for i in range(3)]
+  assert _failure_log(out) == single.failed  # merged
+  broken = prepare.owner("train", prepare.output_name(single.failed[0]["name"]), 3)
+  for part in range(3):  # the failure is in its own part's file only
+    log = (out / prepare.part_file("failures.jsonl", part, 3)).read_text()
+    assert bool(log) == (part == broken)
+
+
+def test_parts_finish_a_single_host_run_and_keep_off_each_others_files(tmp_path, monkeypatch):
+  root = _list_tree(tmp_path / "raw", labels=(0, 1, 0, 1, 0, 1))
+  monkeypatch.chdir(root)
+  out = tmp_path / "out"
+  begun = _prepare_list(root, out, stop_after=2)  # a single-host run, interrupted
+  assert (begun.done, begun.complete) == (2, False)
+  owners = {f"v{i}.mp4": prepare.owner("train", f"v{i}.mp4", 2) for i in range(6)}
+  tmp = {part: out / "videos" / "train" / f"{next(n for n, o in owners.items() if o == part)}"
+         f"{transcode.TMP_MARK}999" for part in (0, 1)}
+  for path in tmp.values():  # left by killed runs, or being written by a running part
+    path.write_bytes(b"x")
+  run = lambda part, **kw: _prepare_list(root, out, part=part, num_parts=2, **kw)
+
+  first = run(0)
+  assert first.done + first.skipped == sum(o == 0 for o in owners.values())
+  assert not tmp[0].exists() and tmp[1].exists()  # part 1's temporary file is not part 0's
+  assert run(1, stop_after=0).finished is False  # stopped at once
+  with pytest.raises(prepare.PrepareError, match=r"1 of 2 parts not finished: part 1 \(stopped "
+                     r"before its end, \d videos? not done\)"):
+    prepare_parts.finalize("list", root, out, splits=("train.txt",), num_parts=2, progress=False)
+  second = run(1)
+  assert not tmp[1].exists()
+  assert first.skipped + second.skipped == 2 and first.done + second.done == 4
+
+  report = out / prepare.part_file("report.json", 1, 2)
+  clean = report.read_text()
+  report.write_text(clean.replace('"gop": 8', '"gop": 4'))
+  with pytest.raises(prepare.PrepareError, match=r"different settings: parts \[0\]: .*"
+                     r"\"gop\": 8.*; parts \[1\]: .*\"gop\": 4"):
+    prepare_parts.finalize("list", root, out, splits=("train.txt",), num_parts=2, progress=False)
+  report.write_text(clean)
+  result = prepare_parts.finalize("list", root, out, splits=("train.txt",), num_parts=2,
+                                  progress=False)
+  assert result.complete and not result.failed
+  assert {n: l for n, (l, _) in _records(out).items()} == {f"v{i}": i % 2 for i in range(6)}
+
+
 def _cli(*args):
   return [sys.executable, str(REPO / "launch" / "prepare_data.py"), *args]
 
@@ -388,12 +490,36 @@ def test_sigterm_stops_the_workers_and_a_rerun_continues(tmp_path):
   assert len(sources.PreparedSource(out)) == 6
 
 
+def test_cli_parts_at_once_then_finalize(tmp_path):
+  root = _list_tree(tmp_path / "raw", labels=(0, 1, 0, 1))
+  out = tmp_path / "out"
+  common = ["--dataset=list", f"--src={root}", f"--out={out}", "--splits=train.txt",
+            "--short_side=32", "--gop=8", "--num_parts=2"]
+  hosts = [subprocess.Popen(_cli(*common, "--workers=1", f"--part={part}"), cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for part in (0, 1)]  # at the same time, as on two hosts
+  for part, host in enumerate(hosts):
+    stdout, stderr = host.communicate(timeout=120)
+    assert host.returncode == 0, stderr
+    assert stdout.startswith(f"part {part} of 2: ") and "report.part-0000" in stdout
+  final = subprocess.run(_cli(*common, "--finalize"), cwd=root, capture_output=True, text=True,
+                         timeout=120)
+  assert final.returncode == 0, final.stderr
+  assert "4 videos in the shards from 2 parts, 0 failed, 0 missing" in final.stdout
+  assert len(sources.PreparedSource(out)) == 4
+
+
 @pytest.mark.parametrize("args,message", [
     (["--dataset=ucf101", "--src=/no/such/folder"], "/no/such/folder"),
     (["--dataset=list", "--src={root}", "--splits={root}/bad.txt"], "bad.txt:2:"),
+    (["--dataset=list", "--src={root}", "--splits={root}/ok.txt", "--part=2", "--num_parts=2"],
+     "part 2 of 2: need 0 <= part < num_parts"),
+    (["--dataset=list", "--src={root}", "--splits={root}/ok.txt", "--finalize", "--num_parts=2"],
+     "2 of 2 parts not finished: part 0 (no report.part-00000-of-00002.json), part 1 (no "),
 ])
 def test_cli_expected_errors_are_one_line(tmp_path, args, message):
   (tmp_path / "bad.txt").write_text("a.mp4 0\nb.mp4 zero\n")
+  (tmp_path / "ok.txt").write_text("a.mp4 0\n")  # listed, missing
   args = [a.format(root=tmp_path) for a in args]
   run = subprocess.run(_cli(*args, f"--out={tmp_path / 'out'}"), capture_output=True, text=True,
                        timeout=120)
