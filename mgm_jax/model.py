@@ -299,12 +299,15 @@ class PatchEmbed(nnx.Module):
                          kernel_init=kernel_init, bias_init=bias_init, dtype=cfg.compute_dtype,
                          param_dtype=jnp.float32, rngs=rngs)
 
-  def __call__(self, video: Array) -> Array:
-    """[B, T, H, W, C] -> [B, N, D], tokens in (t, h, w) order."""
+  def __call__(self, video: Array, visible: Array | None = None) -> Array:
+    """[B, T, H, W, C] -> [B, N, D], tokens in (t, h, w) order; only the tokens at the indices
+    `visible` [B, N_vis] if given (the others are never embedded: no wasted matmul)."""
     b, t, h, w, c = video.shape
     kt, kh, kw, _, dim = self.proj.kernel.shape
     x = video.reshape(b, t // kt, kt, h // kh, kh, w // kw, kw, c)
     x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, kt * kh * kw * c)
+    if visible is not None:
+      x = gather_tokens(x, visible)
     dtype = self.proj.dtype
     kernel = self.proj.kernel[...].reshape(-1, dim).astype(dtype)
     return x.astype(dtype) @ kernel + self.proj.bias[...].astype(dtype)
@@ -397,10 +400,8 @@ class Encoder(nnx.Module):
     expected = (cfg.num_frames, *cfg.img_size, cfg.in_chans)
     if tuple(video.shape[1:]) != expected:
       raise ValueError(f'video shape {video.shape} != [B, {", ".join(map(str, expected))}]')
-    x = self.patch_embed(video)
-    x = x + jnp.asarray(sinusoid_table(cfg.num_patches, cfg.encoder_dim))
-    if visible is not None:
-      x = gather_tokens(x, visible)
+    pos = jnp.asarray(sinusoid_table(cfg.num_patches, cfg.encoder_dim))
+    x = self.patch_embed(video, visible) + (pos if visible is None else pos[visible])
     x = _run_blocks(self.blocks, x, deterministic, cfg.remat)
     return self.norm(x)
 
