@@ -62,6 +62,9 @@ def transcode(data: bytes, settings: Settings, name: str = "<bytes>") -> tuple[b
       count = 0
       for frame in src.decode(stream_in):
         frame = frame.reformat(width=width, height=height, format="yuv420p")
+        # A decoded frame keeps its source's picture type, and libx264 obeys it: without this
+        # the output copies the source's keyframes (and B-frames) instead of the settings' GOP.
+        frame.pict_type = av.video.frame.PictureType.NONE
         frame.pts, frame.time_base = count, fractions.Fraction(1) / rate
         dst.mux(stream.encode(frame))
         count += 1

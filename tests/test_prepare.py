@@ -6,6 +6,7 @@ Tiny fake SSv2 / Kinetics-400 / UCF101 trees: annotation files in the real forma
 videos (SSv2 as VP9 WebM, as shipped), one broken file and one missing video each.
 """
 
+import io
 import json
 import os
 import pathlib
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import av
 import numpy as np
 import pytest
 from tensorflow_datasets.core import shuffle as tfds_shuffle
@@ -525,3 +527,21 @@ def test_cli_expected_errors_are_one_line(tmp_path, args, message):
                        timeout=120)
   assert run.returncode != 0
   assert len(run.stderr.strip().splitlines()) == 1 and message in run.stderr, run.stderr
+
+
+def test_transcode_sets_its_own_keyframes_whatever_the_source_had(tmp_path):
+  """The output's GOP is the settings' (16), not the source's (5): frame types are not copied."""
+  buffer = io.BytesIO()
+  with av.open(buffer, mode="w", format="mp4") as out:
+    stream = out.add_stream("libx264", rate=25, options={"g": "5", "keyint_min": "5",
+                                                         "sc_threshold": "0"})
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    rng = np.random.default_rng(0)
+    for i in range(40):
+      image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+      out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+    out.mux(stream.encode(None))
+  data, how = transcode.transcode(buffer.getvalue(), transcode.Settings(short_side=48, gop=16))
+  with av.open(io.BytesIO(data)) as container:
+    keyframes = [i for i, f in enumerate(container.decode(video=0)) if f.key_frame]
+  assert how == "transcoded" and keyframes == [0, 16, 32]
