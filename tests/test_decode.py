@@ -466,3 +466,13 @@ class TestBadInput:
       decode.decode_clip(h264_video.path, [])
     with pytest.raises(ValueError):
       decode.decode_clip(h264_video.path, [0], motion="optical_flow")
+
+
+def test_rgb_frames_equal_pyav_conversion_frame_by_frame(h264_video):
+  """The reused converter gives exactly `frame.to_ndarray(format="rgb24")` of each frame."""
+  indices = [3, 5, 20, 21, 40]
+  with av.open(str(h264_video.path)) as container:
+    want = [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0))
+            if i in indices]
+  got = decode.decode_frames(h264_video.path, indices)
+  np.testing.assert_array_equal(got, np.stack(want))
