@@ -11,6 +11,14 @@ texture lets the encoder match a shifted copy of the pattern instead of the true
 background is a sum of smooth colour waves plus fine static noise, so every block has detail for
 the motion search. All noise is fixed per video (it moves with its surface), not per frame.
 
+`style="bands"` (the CPU demo's) draws content a tiny MAE learns to fill in within a few hundred
+steps: a background that is a vertical gradient between two colours, and objects that are
+full-width bars of one vivid colour each (plus a faint block texture for the motion search),
+moving straight up or down. Every row is then one colour, visible at the row's unmasked tokens,
+and with VideoMAE's 1-D position table (tokens in (t, h, w) order) neighbours in a row are
+neighbours in the table. `object_size` gives the bars' heights; their widths are the frame's.
+The flat background gives a camera pan little to track.
+
 Conventions:
   * Object positions are rounded to whole pixels when drawn (crisp textures let the encoder's motion
     search lock on). `SyntheticVideo.boxes` are the drawn boxes, so `boxes[t] - boxes[t - 1]` is
@@ -97,6 +105,23 @@ def _smooth_background(rng: np.random.Generator, height: int, width: int) -> np.
   return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _bands_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+  """uint8 [H, W, 3]: a vertical gradient between two random colours; each row one colour."""
+  top, bottom = rng.uniform(30, 225, size=(2, 3)).astype(np.float32)
+  ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+  return np.broadcast_to(top + (bottom - top) * ramp, (height, width, 3)).astype(np.uint8)
+
+
+def _vivid_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+  """uint8 [h, w, 3]: one saturated colour with a faint (+-12) random block texture."""
+  colour = np.zeros(3, np.float32)
+  colour[rng.permutation(3)[:2]] = [235.0, rng.uniform(0, 160)]  # one channel full, one off
+  cell = int(rng.integers(4, 9))
+  blocks = rng.uniform(-12, 12, size=(-(-height // cell), -(-width // cell), 1))
+  pattern = np.repeat(np.repeat(blocks, cell, axis=0), cell, axis=1)[:height, :width]
+  return np.clip(colour + 10 + pattern, 0, 255).astype(np.uint8)
+
+
 def _object_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
   """uint8 [h, w, 3]: random two-colour blocks of a random size plus static noise.
 
@@ -109,6 +134,11 @@ def _object_texture(rng: np.random.Generator, height: int, width: int) -> np.nda
   pattern = np.repeat(np.repeat(blocks, cell, axis=0), cell, axis=1)[:height, :width]
   img = colours[pattern] + rng.uniform(-40, 40, size=(height, width, 1)).astype(np.float32)
   return np.clip(img, 0, 255).astype(np.uint8)
+
+
+# style -> (background, object texture) painters.
+STYLES = {"textured": (_smooth_background, _object_texture),
+          "bands": (_bands_background, _vivid_texture)}
 
 
 def _bounce(start: np.ndarray, velocity: np.ndarray, span: np.ndarray, num_frames: int):
@@ -153,6 +183,7 @@ def make_video(
     fps: int = 25,
     seed: int = 0,
     encoder_options: Mapping[str, str] | None = None,
+    style: str = "textured",
 ) -> SyntheticVideo:
   """Renders and encodes one synthetic video.
 
@@ -170,12 +201,16 @@ def make_video(
     fps: frame rate written to the container.
     seed: everything (textures, sizes, positions, velocities) is a function of the seed.
     encoder_options: FFmpeg encoder options overriding the codec's defaults.
+    style: one of `STYLES`: "textured" (rectangles moving in any direction) or "bands"
+      (full-width bars moving up or down); see the module docstring.
 
   Returns:
     The file path and ground truth.
   """
   if codec not in CODECS:
     raise ValueError(f"unknown codec {codec!r}; expected one of {sorted(CODECS)}")
+  if style not in STYLES:
+    raise ValueError(f"unknown style {style!r}; expected one of {sorted(STYLES)}")
   if height % 2 or width % 2:
     raise ValueError(f"height and width must be even for yuv420p, got {height}x{width}")
   path = pathlib.Path(path).with_suffix(CODECS[codec][0])
@@ -186,7 +221,8 @@ def make_video(
   travel = np.abs(pan) * max(num_frames - 1, 0)
   canvas_h = height + int(math.ceil(travel[1]))
   canvas_w = width + int(math.ceil(travel[0]))
-  canvas = _smooth_background(rng, canvas_h, canvas_w)
+  paint_background, paint_object = STYLES[style]
+  canvas = paint_background(rng, canvas_h, canvas_w)
   origin = np.where(pan < 0, travel, 0.0)  # the window starts at the side it moves away from
   t = np.arange(num_frames, dtype=np.float64)[:, None]
   offsets = np.rint(origin + pan * t).astype(np.intp)  # [F, 2] (x, y) of the window
@@ -198,12 +234,17 @@ def make_video(
   lo, hi = object_size
   sizes = rng.integers(lo, hi + 1, size=(num_objects, 2))  # (w, h)
   sizes = np.minimum(sizes, [width - 2, height - 2])
-  textures = [_object_texture(rng, int(h), int(w)) for w, h in sizes]
+  if style == "bands":
+    sizes[:, 0] = width
+  textures = [paint_object(rng, int(h), int(w)) for w, h in sizes]
   span = np.array([width, height], np.float64) - sizes  # [K, 2]
   start = rng.uniform(0.0, 1.0, size=(num_objects, 2)) * span
   angle = rng.uniform(0, 2 * math.pi, size=num_objects)
   speed = rng.uniform(max_speed / 2, max_speed, size=num_objects)
   velocities = np.stack([speed * np.cos(angle), speed * np.sin(angle)], axis=-1)
+  if style == "bands":  # straight up or down
+    dy = np.where(velocities[:, 1] < 0, -speed, speed)
+    velocities = np.stack([np.zeros_like(speed), dy], axis=-1)
   exact, frame_velocities = _bounce(start, velocities, span, num_frames)
   positions = np.rint(exact).astype(np.intp)  # [F, K, 2]
   for f in range(num_frames):

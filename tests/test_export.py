@@ -433,13 +433,14 @@ def test_fit_config_names_every_mismatching_field():
 
 
 def test_import_of_non_square_or_mismatched_weights_is_a_clear_error(tmp_path):
-  config = schema.load('configs/demo.py')  # tiny, 8 x 96 px
-  wide = model_lib.model_config('tiny', num_frames=8, img_size=(32, 48))
+  config = schema.load('configs/demo.py')  # tiny, 96 px
+  frames = config.model.num_frames
+  wide = model_lib.model_config('tiny', num_frames=frames, img_size=(32, 48))
   torch_io.save_hf(_random_params(wide), wide, False, tmp_path / 'wide')
   with pytest.raises(export.ConfigMismatchError,
                      match=r'^img_size \(32, 48\): the trainer needs square clips'):
     torch_io.import_run(tmp_path / 'wide', 'hf', tmp_path / 'run_wide', config)
-  narrow = model_lib.model_config('tiny', num_frames=8, img_size=(96, 96), encoder_dim=64,
+  narrow = model_lib.model_config('tiny', num_frames=frames, img_size=(96, 96), encoder_dim=64,
                                   encoder_heads=2)
   params = _random_params(narrow)
   torch_io.save_hf(params, narrow, False, tmp_path / 'narrow')

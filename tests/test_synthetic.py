@@ -101,8 +101,36 @@ def test_fast(tmp_path):
 def test_rejects_bad_arguments(tmp_path):
   with pytest.raises(ValueError, match="codec"):
     synthetic.make_video(tmp_path / "x", codec="h265")
+  with pytest.raises(ValueError, match="style"):
+    synthetic.make_video(tmp_path / "x", style="plaid")
   with pytest.raises(ValueError, match="even"):
     synthetic.make_video(tmp_path / "x", height=121)
+
+
+def test_bands_style_rows_are_one_colour(tmp_path):
+  video = synthetic.make_video(tmp_path / "bands", num_frames=8, height=64, width=96,
+                               object_size=(8, 16), style="bands", seed=0)
+  boxes = video.boxes
+  assert (boxes[..., 0] == 0).all() and (boxes[..., 2] == 96).all()  # full-width bars
+  assert (video.velocities[:, 0] == 0).all() and (np.abs(video.velocities[:, 1]) >= 2).all()
+  assert (np.abs(np.diff(boxes[..., 1], axis=0)).mean(axis=0) >= 1).all()  # up or down
+  assert synthetic.dominant_direction(video) in (2, 6)
+
+  def row_deviation(v):  # mean distance of a pixel from its row's mean colour
+    frames = decode.decode_frames(v.path, range(8)).astype(np.float32)
+    return np.abs(frames - frames.mean(axis=2, keepdims=True)).mean()
+
+  textured = synthetic.make_video(tmp_path / "textured", num_frames=8, height=64, width=96,
+                                  object_size=(8, 16), seed=0)
+  assert row_deviation(video) < 6.0 and row_deviation(video) * 4 < row_deviation(textured)
+  # One bar: it is a vivid colour (one channel high, another low) where its box says.
+  bar = synthetic.make_video(tmp_path / "bar", num_frames=4, height=64, width=96, num_objects=1,
+                             object_size=(12, 12), style="bands", seed=3)
+  frames = decode.decode_frames(bar.path, range(4)).astype(np.float32)
+  for t in range(4):
+    _, y0, _, y1 = bar.boxes[t, 0].astype(int)
+    colour = frames[t, y0 + 2:y1 - 2].mean(axis=(0, 1))
+    assert colour.max() > 200 and colour.min() < 60
 
 
 @pytest.mark.parametrize("velocity,label", [((1, 0), 0), ((1, -1), 1), ((0, -1), 2),
