@@ -78,7 +78,7 @@ def lock(directory: str):
 def _flatten(tree, prefix: str = "") -> dict:
   out = {}
   for key, value in tree.items():
-    if isinstance(value, dict) and not prefix + key == "data.synthetic":
+    if isinstance(value, dict) and prefix + key != "data.synthetic":  # synthetic: one value
       out.update(_flatten(value, f"{prefix}{key}."))
     else:
       out[prefix + key] = list(value) if isinstance(value, (tuple, list)) else value
