@@ -310,10 +310,6 @@ def model_config_from_hf(hf: Mapping[str, Any], **overrides: Any) -> model_lib.M
   return model_lib.ModelConfig(**fields)
 
 
-# Attention heads of the preset sizes by width (the state dict does not record them).
-_HEADS = {128: 4, 64: 2, 384: 6, 768: 12, 1024: 16, 1280: 16, 192: 3, 512: 8, 640: 8}
-
-
 def videomae_recorded_fields(sd: Mapping[str, Any]) -> dict[str, Any]:
   """The ModelConfig fields an official state dict's shapes record.
 
@@ -333,24 +329,6 @@ def videomae_recorded_fields(sd: Mapping[str, Any]) -> dict[str, Any]:
   return dict(tubelet=tubelet, patch=patch, in_chans=chans, encoder_dim=enc,
               encoder_depth=depth('encoder.blocks'), decoder_dim=dec,
               decoder_depth=depth('decoder.blocks'), mlp_ratio=hidden / enc)
-
-
-def model_config_from_videomae(sd: Mapping[str, Any], **overrides: Any) -> model_lib.ModelConfig:
-  """Infers a ModelConfig from an official state dict's shapes.
-
-  Widths, depths, tubelet, patch, channels and MLP ratio come from the shapes; attention heads
-  from the preset of that width unless given (`encoder_heads=`, `decoder_heads=`); img_size and
-  num_frames (not recorded in the weights) default to 224 and 16.
-  """
-  fields = videomae_recorded_fields(sd)
-  fields = dict(img_size=(224, 224), num_frames=16, encoder_heads=_HEADS.get(fields['encoder_dim']),
-                decoder_heads=_HEADS.get(fields['decoder_dim']), **fields)
-  fields.update(overrides)
-  for part in ('encoder', 'decoder'):
-    if fields[f'{part}_heads'] is None:
-      raise ValueError(f'{part} width {fields[f"{part}_dim"]} is no preset size: pass '
-                       f'{part}_heads')
-  return model_lib.ModelConfig(**fields)
 
 
 def preset_config(model_cfg: model_lib.ModelConfig) -> dict[str, Any]:
