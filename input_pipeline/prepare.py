@@ -54,6 +54,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from input_pipeline import datasets
+from input_pipeline import jsonl
 from input_pipeline import tfds_builder
 from input_pipeline import transcode
 
@@ -107,22 +108,19 @@ def part_file(filename: str, part: int, num_parts: int) -> str:
 
 def _read_failure_file(path: epath.Path, mend: bool) -> dict:
   """(split, name) -> record. A torn last line is dropped (with `mend`, the file rewritten)."""
-  lines = path.read_text().rstrip().splitlines()
+  try:
+    records, torn = jsonl.parse(path.read_text(), str(path))
+  except ValueError as e:
+    raise PrepareError(f"{e}; mend or delete the line, or pass retry_failed") from e
   failures = {}
-  for number, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
+  for number, line, record in records:
     try:
-      record = json.loads(line)
       failures[(record["split"], record["name"])] = record
-    except (ValueError, KeyError, TypeError) as e:
-      if number < len(lines):
-        raise PrepareError(f"{path}:{number}: not a failure record ({type(e).__name__}: {e}): "
-                           f"{line!r:.80}; mend or delete the line, or pass retry_failed") from e
-      _log.warning("%s: dropping the torn last line %r (a run killed while writing it)", path,
-                   line)
-      if mend:
-        path.write_text("".join(f"{kept}\n" for kept in lines[:-1]))
+    except (KeyError, TypeError) as e:
+      raise PrepareError(f"{path}:{number}: not a failure record ({type(e).__name__}: {e}): "
+                         f"{line!r:.80}; mend or delete the line, or pass retry_failed") from e
+  if torn and mend:
+    path.write_text("".join(f"{line}\n" for _, line, _ in records))
   return failures
 
 

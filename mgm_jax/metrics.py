@@ -21,6 +21,8 @@ from absl import logging
 import jax
 import numpy as np
 
+from input_pipeline import jsonl
+
 
 def _to_float(value: Any) -> float:
   return float(np.asarray(value))
@@ -72,19 +74,8 @@ class MetricsWriter:
     if not os.path.exists(path):
       return
     with open(path, encoding='utf-8') as f:
-      lines = [line for line in f if line.strip()]
-    kept = []
-    for number, line in enumerate(lines, start=1):
-      try:
-        record = json.loads(line)
-      except ValueError as e:
-        if number < len(lines):
-          raise ValueError(f'{path}:{number}: not a JSON line ({e}); fix or remove it') from e
-        logging.warning('%s: dropping its torn last line (the run was killed while writing '
-                        'it): %r', path, line[:80])
-        continue
-      if record['step'] <= step:
-        kept.append(line if line.endswith('\n') else line + '\n')
+      records, _ = jsonl.parse(f.read(), path)
+    kept = [line + '\n' for _, line, record in records if record['step'] <= step]
     with open(path, 'w', encoding='utf-8') as f:
       f.writelines(kept)
 
