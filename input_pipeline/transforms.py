@@ -140,9 +140,10 @@ def _resize_frames(frames: np.ndarray, box: tuple[float, float, float, float],
   return out
 
 
-def _crop_resize(clip: Clip, box: tuple[float, float, float, float],
-                 out_hw: tuple[int, int]) -> Clip:
-  """Applies one crop box + resize to frames and motion (see the module docstring)."""
+def crop_resize(clip: Clip, box: tuple[float, float, float, float],
+                out_hw: tuple[int, int]) -> Clip:
+  """Crops `box` = (top, left, height, width) in source pixels (fractional allowed) from frames and
+  motion, resized to `out_hw` = (height, width) (see the module docstring)."""
   top, left, crop_h, crop_w = box
   out_h, out_w = out_hw
   grid_h, grid_w = clip.magnitude.shape[1:]
@@ -195,7 +196,7 @@ def multi_scale_crop(
   crop_hw = pairs[rng.integers(len(pairs))]
   offsets = fixed_offset_candidates(image_hw, crop_hw, more_fix_crop=more_fix_crop)
   top, left = offsets[rng.integers(len(offsets))]
-  return _crop_resize(clip, (top, left, *crop_hw), out_hw)
+  return crop_resize(clip, (top, left, *crop_hw), out_hw)
 
 
 def center_crop(clip: Clip, size: Size, *, resize_short: int | None = None) -> Clip:
@@ -230,7 +231,7 @@ def center_crop(clip: Clip, size: Size, *, resize_short: int | None = None) -> C
                      f"{resize_short}) is smaller than the crop {(out_h, out_w)}")
   top = int(round((resized_h - out_h) / 2.0))
   left = int(round((resized_w - out_w) / 2.0))
-  return _crop_resize(clip, (top / scale, left / scale, out_h / scale, out_w / scale),
+  return crop_resize(clip, (top / scale, left / scale, out_h / scale, out_w / scale),
                       (out_h, out_w))
 
 
