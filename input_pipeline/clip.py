@@ -72,3 +72,13 @@ class Clip:
       problems.append(f"unknown motion_source {self.motion_source!r}")
     if problems:
       raise ValueError(f"inconsistent clip {self.name!r}: " + "; ".join(problems))
+
+
+def without_motion(frames: np.ndarray, frame_indices: np.ndarray, name: str = "") -> Clip:
+  """A clip of decoded frames with no motion (all-zero magnitude, no flow): finetuning and
+  evaluation crop frames with the same transforms but read no vectors."""
+  t, h, w, _ = frames.shape
+  return Clip(frames=frames, flow=None,
+              magnitude=np.zeros((t, -(-h // MOTION_CELL), -(-w // MOTION_CELL)), np.float32),
+              has_vectors=np.zeros((t,), bool), motion_source=MOTION_FROM_FRAME_DIFF,
+              frame_indices=np.asarray(frame_indices, np.int64), name=name)

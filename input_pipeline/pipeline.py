@@ -9,6 +9,13 @@ Each element is a dict of NumPy arrays: "frames" uint8 [R, T, S, S, 3], "mask" b
 repeated-sampling count: R crops and masks of one decoded video (decoding is the expensive part).
 Batches stack B/R elements; `flatten_repeats` turns a batch into B clips.
 
+Finetuning clips (`ClipSpec.mask_strategy=None`) have no "mask" and no motion (frames are decoded
+without vectors); their views follow VideoMAE's finetuning augmentation in this order: crop
+(`crop`: random-resized or multi-scale), flip, RandAugment (the same ops on every frame),
+random erasing (per frame). VideoMAE applies RandAugment before the crop, on the full frames;
+here it runs on the S x S crop (cheaper; its geometric ops then move the crop's content, and
+its translation range is 0.45 x S, as VideoMAE sets it from the input size).
+
 Process sharding: process p of n takes elements p, p + n, ... of the global shuffled stream, so a
 global batch holds the same clips for any process count (until a broken video is skipped: each
 process then moves on to its own next element). Everything random is derived from the
@@ -23,6 +30,8 @@ import logging
 import grain
 import numpy as np
 
+from input_pipeline import augment
+from input_pipeline import clip as clip_lib
 from input_pipeline import decode
 from input_pipeline import motion as motion_lib
 from input_pipeline import sampling
@@ -37,14 +46,19 @@ class ClipSpec:
   """How one training clip is made from a video (filled from config.data / config.mask)."""
   num_frames: int = 16
   stride: int = 2
+  sampling: str = "window"  # window | segments (TSN)
   size: int = 224
+  crop: str = "multi_scale"  # multi_scale | random_resized
   scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
   flip: bool = False
+  rand_augment_ops: int = 0
+  rand_augment_magnitude: int = 7
+  erase_prob: float = 0.0
   train: bool = True
   motion: str = "auto"  # mv | frame_diff | auto
   compensate_camera: bool = False
   repeats: int = 1
-  mask_strategy: str = "mgm"
+  mask_strategy: str | None = "mgm"  # None: no mask and no motion (finetuning)
   mask_ratio: float = 0.75
   mask_jitter: float = 1.0
   tubelet: int = 2
@@ -79,8 +93,10 @@ class LoadClip(grain.transforms.RandomMap):
       # video too, named with the exception type; a systematic bug shows as failures in a row
       # (BrokenDataError) or over the error budget, never as a dead or silent run.
       return {"failed": f"{record.get('name') or record.get('path')}: {type(e).__name__}: {e}"}
-    return {"frames": frames, "mask": masks,
-            "label": np.full((self.spec.repeats,), record["label"], np.int32)}
+    out = {"frames": frames, "label": np.full((self.spec.repeats,), record["label"], np.int32)}
+    if masks is not None:
+      out["mask"] = masks
+    return out
 
   def _decode(self, record: dict, rng: np.random.Generator):
     spec = self.spec
@@ -91,8 +107,14 @@ class LoadClip(grain.transforms.RandomMap):
       num = decode.probe(source, name=name).num_frames
       if "path" in record:
         self._frame_counts[record["path"]] = num
-    indices = sampling.sample_frame_indices(num, spec.num_frames, spec.stride, rng,
-                                            mode="random" if spec.train else "center")
+    mode = "random" if spec.train else "center"
+    if spec.sampling == "segments":
+      indices = sampling.sample_segment_indices(num, spec.num_frames, rng, mode=mode)
+    else:
+      indices = sampling.sample_frame_indices(num, spec.num_frames, spec.stride, rng, mode=mode)
+    if spec.mask_strategy is None:  # no mask to steer: frames only, no motion vectors read
+      frames = decode.decode_frames(source, indices, pad_short=True, name=name)
+      return clip_lib.without_motion(frames, indices, name or str(source))
     clip = decode.decode_clip(source, indices, motion=spec.motion, name=name,
                               compensate_camera=spec.compensate_camera, pad_short=True)
     if (spec.motion == "auto" and clip.motion_source != "mv" and not self._warned_fallback):
@@ -102,20 +124,32 @@ class LoadClip(grain.transforms.RandomMap):
                    clip.name)
     return clip
 
-  def _views(self, clip, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """`repeats` crops of the clip and their masks: uint8 [R, T, S, S, 3], bool [R, t, h, w]."""
+  def _views(self, clip, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    """`repeats` crops of the clip and their masks: uint8 [R, T, S, S, 3], bool [R, t, h, w]
+    (None without a mask strategy)."""
     spec = self.spec
     frames, masks = [], []
     for _ in range(spec.repeats):
-      view = (transforms.multi_scale_crop(clip, spec.size, rng, scales=spec.scales)
-              if spec.train else transforms.center_crop(clip, spec.size, resize_short=spec.size))
+      if not spec.train:
+        view = transforms.center_crop(clip, spec.size, resize_short=spec.size)
+      elif spec.crop == "random_resized":
+        view = transforms.random_resized_crop(clip, spec.size, rng)
+      else:
+        view = transforms.multi_scale_crop(clip, spec.size, rng, scales=spec.scales)
       if spec.flip and rng.random() < 0.5:
         view = transforms.horizontal_flip(view)
-      slots = motion_lib.to_token_slots(view.magnitude, spec.tubelet)
-      frames.append(view.frames)
-      masks.append(masking.make_mask(spec.mask_strategy, spec.token_grid, spec.mask_ratio, rng,
-                                     motion=slots, jitter=spec.mask_jitter))
-    return np.stack(frames), np.stack(masks)
+      if spec.mask_strategy is not None:
+        slots = motion_lib.to_token_slots(view.magnitude, spec.tubelet)
+        masks.append(masking.make_mask(spec.mask_strategy, spec.token_grid, spec.mask_ratio,
+                                       rng, motion=slots, jitter=spec.mask_jitter))
+      video = view.frames
+      if spec.train and spec.rand_augment_ops:
+        video = augment.rand_augment(video, rng, num_ops=spec.rand_augment_ops,
+                                     magnitude=spec.rand_augment_magnitude)
+      if spec.train and spec.erase_prob:
+        video = augment.random_erasing(video, rng, prob=spec.erase_prob)
+      frames.append(video)
+    return np.stack(frames), (np.stack(masks) if masks else None)
 
 
 class BrokenDataError(RuntimeError):

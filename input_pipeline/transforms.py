@@ -15,7 +15,8 @@ motion grid is resampled so that it stays aligned with the output frames:
   magnitude may be camera-compensated (|flow - camera motion|, not |flow|). The single factor is
   exact for isotropic resizes (every centre crop, and multi-scale crops with w == h) and keeps the
   ranking of cells unchanged, which is what the mask's top-k pooling uses. For anisotropic crops
-  (max_distort > 0) it is off by at most sqrt(max(sx, sy) / min(sx, sy)) per cell.
+  (max_distort > 0, and most `random_resized_crop` boxes) it is off by at most
+  sqrt(max(sx, sy) / min(sx, sy)) per cell.
 * Magnitude from frame differences ("frame_diff") is a luma difference, not a displacement: it is
   resampled only, never scaled.
 
@@ -197,6 +198,69 @@ def multi_scale_crop(
   offsets = fixed_offset_candidates(image_hw, crop_hw, more_fix_crop=more_fix_crop)
   top, left = offsets[rng.integers(len(offsets))]
   return crop_resize(clip, (top, left, *crop_hw), out_hw)
+
+
+def resized_crop_box(
+    image_hw: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (0.75, 1.3333),
+    attempts: int = 10,
+) -> tuple[int, int, int, int]:
+  """The (top, left, height, width) box of `random_resized_crop`, in integer source pixels.
+
+  As VideoMAE's `video_transforms._get_param_spatial_crop` (log-scale ratio, no h/w switch): up to
+  `attempts` tries of area = uniform(scale) * H * W, aspect w / h = exp(uniform(log ratio)),
+  w = round(sqrt(area * aspect)), h = round(sqrt(area / aspect)); the first box with 0 < w <= W and
+  0 < h <= H is placed uniformly (inclusive offsets). If none fits: the centred crop of the whole
+  frame, narrowed to the nearest allowed aspect when the frame's own W / H is outside `ratio`.
+  """
+  height, width = image_hw
+  log_ratio = (np.log(ratio[0]), np.log(ratio[1]))
+  for _ in range(attempts):
+    area = rng.uniform(*scale) * height * width
+    aspect = np.exp(rng.uniform(*log_ratio))
+    w, h = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      return int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1)), h, w
+  in_ratio = width / height
+  h, w = height, width
+  if in_ratio < min(ratio):
+    h = int(round(w / min(ratio)))
+  elif in_ratio > max(ratio):
+    w = int(round(h * max(ratio)))
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_resized_crop(
+    clip: Clip,
+    size: Size,
+    rng: np.random.Generator,
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (0.75, 1.3333),
+) -> Clip:
+  """VideoMAE's fine-tuning crop: one `resized_crop_box` for all frames, resized to `size`.
+
+  The defaults are what VideoMAE's `_aug_frame` passes (scale [0.08, 1.0], aspect [0.75, 1.3333]).
+  Unlike VideoMAE (torch bilinear interpolation, not antialiased), the frames are resized with
+  PIL's bilinear filter, antialiased when shrinking, like every crop here. The motion follows
+  (module docstring; an anisotropic box makes the magnitude factor approximate).
+
+  Args:
+    clip: the decoded clip.
+    size: output size, int or (height, width), multiples of 8.
+    rng: the random generator (the only source of randomness).
+    scale: range of the box area as a fraction of the frame area.
+    ratio: range of the box aspect ratio, width / height.
+
+  Returns:
+    The cropped clip, frames uint8 [T, size_h, size_w, 3], motion grid (size_h / 8, size_w / 8).
+  """
+  out_hw = _as_hw(size)
+  box = resized_crop_box(clip.frames.shape[1:3], rng, scale=scale, ratio=ratio)
+  return crop_resize(clip, box, out_hw)
 
 
 def center_crop(clip: Clip, size: Size, *, resize_short: int | None = None) -> Clip:

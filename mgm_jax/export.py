@@ -2,18 +2,37 @@
 
 Pure name/layout mapping on NumPy arrays (no torch import; file I/O is in `torch_io`):
 
-    sd = export.to_videomae_state_dict(params)          # MCG-NJU modeling_pretrain.py names
+    sd = export.to_videomae_state_dict(params)          # MCG-NJU VideoMAE names
     params = export.from_videomae_state_dict(sd, cfg)   # strict inverse, bit-exact
-    hf_sd = export.to_hf_state_dict(params, cfg)        # transformers VideoMAEForPreTraining
+    hf_sd = export.to_hf_state_dict(params, cfg)        # transformers names
     params = export.from_hf_state_dict(hf_sd, cfg)
     hf_cfg = export.hf_config(cfg, norm_pix=True)       # kwargs of transformers.VideoMAEConfig
     cfg = export.fit_config(recorded, config)           # a run config that holds such weights
+    enc, dropped = export.backbone_params(sd, style)    # a finetune's initial encoder (+ head)
 
 `params` is the trainer's state["params"] (= `nnx.to_pure_dict(nnx.state(model, nnx.Param))`).
+Two models, one mapping. The model a config describes (`model.make_model`) decides the layout:
+
+  autoencoder (num_classes = 0)  official `modeling_pretrain.py`: `encoder.patch_embed`,
+                                 `encoder.blocks.i`, `encoder.norm`, decoder...; HF
+                                 `VideoMAEForPreTraining`.
+  classifier (num_classes > 0)   official `modeling_finetune.py` (use_mean_pooling=True):
+                                 `patch_embed`, `blocks.i`, `fc_norm`, `head` (no `norm`); HF
+                                 `VideoMAEForVideoClassification` (use_mean_pooling=True):
+                                 `videomae.embeddings`, `videomae.encoder.layer.i`, `fc_norm`,
+                                 `classifier` (no `videomae.layernorm`).
+
+The encoder's names are the same in both, under two prefixes (official: `encoder.` or none; HF:
+`videomae.` in both). `to_*` functions read the kind from the params (a top-level `head` is the
+classifier's), `from_*` ones from `model_cfg.num_classes`.
+
 `fit_config` checks the architecture fields that weight files record against a run config's
 model section and raises ConfigMismatchError naming every difference. Every import is strict:
 a key the model needs and the dict lacks, or one it has and the model does not need, raises
-KeyError naming it; a wrong shape raises ValueError naming it.
+KeyError naming it; a wrong shape raises ValueError naming it. `backbone_params` (what a
+finetune starts from) drops the parts of a source that a classifier has no place for (the
+pretraining decoder, the encoder's final norm) on purpose and returns their names with the
+reason; any other key it does not know raises.
 
 HF layout (verified against transformers 5.23 and 4.57): the official `attn.qkv.weight` [3D, D] is
 split into `attention.attention.{query,key,value}.weight`; `key` has no bias (fixed zero, as
@@ -25,10 +44,12 @@ the biases uninitialised: NaN outputs). `to_hf_state_dict` writes the checkpoint
 `from_hf_state_dict` accepts either (`hf_bias_keys(sd, 'module')` gives 5.x module names, for
 `load_state_dict` into an installed 5.x module).
 
-Known HF difference: transformers builds `decoder.norm` as `nn.LayerNorm(D)` with eps 1e-5 that
-no config field sets, while VideoMAE and we use `layer_norm_eps` (1e-6). Encoder features are
-unaffected; decoder predictions differ slightly (measured by `torch_io.compare_with_hf`). Set
-`hf_model.decoder.norm.eps = config.layer_norm_eps` after loading for exact agreement.
+Known HF differences: transformers builds `decoder.norm` (pretraining) and `fc_norm`
+(classification) as `nn.LayerNorm(D)` with eps 1e-5 that no config field sets, while VideoMAE
+and we use `layer_norm_eps` (1e-6). Encoder features are unaffected; decoder predictions and
+logits differ slightly (measured by `torch_io.compare_with_hf`). Set
+`hf_model.decoder.norm.eps` / `hf_model.fc_norm.eps = config.layer_norm_eps` after loading for
+exact agreement.
 """
 
 from __future__ import annotations
@@ -47,15 +68,29 @@ from mgm_jax import model as model_lib
 Params = dict[str, Any]
 StateDict = dict[str, np.ndarray]
 
-# HF decoder norm: `nn.LayerNorm(decoder_hidden_size)`, PyTorch's default eps.
+# HF decoder norm (pretraining) and fc_norm (classification): `nn.LayerNorm(hidden)`, PyTorch's
+# default eps.
 HF_DECODER_NORM_EPS = 1e-5
+HF_FC_NORM_EPS = 1e-5
+HF_ARCHITECTURES = {False: 'VideoMAEForPreTraining', True: 'VideoMAEForVideoClassification'}
 
-_HF_PREFIXES = (  # official prefix -> HF prefix (regex, replacement), applied in order
-    (r'^encoder\.patch_embed\.proj\.', 'videomae.embeddings.patch_embeddings.projection.'),
-    (r'^encoder\.blocks\.(\d+)\.', r'videomae.encoder.layer.\1.'),
-    (r'^decoder\.blocks\.(\d+)\.', r'decoder.decoder_layers.\1.'),
-    (r'^encoder\.norm\.', 'videomae.layernorm.'),
-)
+# Official name -> HF name: (regex, replacement), the first that matches. One encoder mapping,
+# under the encoder's official prefix of each model (`encoder.` pretraining, none finetuning).
+_EMBED = 'videomae.embeddings.patch_embeddings.projection.'
+
+
+def _encoder_rules(prefix: str) -> tuple[tuple[str, str], ...]:
+  prefix = re.escape(prefix)
+  return ((rf'^{prefix}patch_embed\.proj\.', _EMBED),
+          (rf'^{prefix}blocks\.(\d+)\.', r'videomae.encoder.layer.\1.'))
+
+
+_HF_PREFIXES = {  # classifier? -> rules
+    False: _encoder_rules('encoder.') + (
+        (r'^encoder\.norm\.', 'videomae.layernorm.'),
+        (r'^decoder\.blocks\.(\d+)\.', r'decoder.decoder_layers.\1.')),
+    True: _encoder_rules('') + ((r'^head\.', 'classifier.'),),  # fc_norm keeps its name
+}
 _HF_BLOCK = {  # official name inside a block -> HF name inside a layer
     'norm1.weight': 'layernorm_before.weight', 'norm1.bias': 'layernorm_before.bias',
     'norm2.weight': 'layernorm_after.weight', 'norm2.bias': 'layernorm_after.bias',
@@ -81,9 +116,19 @@ def as_numpy(value) -> np.ndarray:
   return np.asarray(value, np.float32)
 
 
-def _official_name(path: tuple[Any, ...]) -> tuple[str, str]:
-  """Our param path -> (official state-dict name, layout kind: 'conv' | 'linear' | 'same')."""
+def is_classifier(params: Mapping[str, Any]) -> bool:
+  """Whether `params` (our pure-dict layout) are the classifier's (a top-level `head`)."""
+  return 'head' in params
+
+
+def _official_name(path: tuple[Any, ...], classifier: bool) -> tuple[str, str]:
+  """Our param path -> (official state-dict name, layout kind: 'conv' | 'linear' | 'same').
+
+  The classifier's `encoder/...` has no prefix officially (`modeling_finetune.py`).
+  """
   *parents, leaf = (str(p) for p in path)
+  if classifier and parents[:1] == ['encoder']:
+    parents = parents[1:]
   base = '.'.join(parents)
   if leaf == 'kernel':
     kind = 'conv' if parents[-2:] == ['patch_embed', 'proj'] else 'linear'
@@ -118,8 +163,9 @@ def _torch_shape(shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
 
 
 def abstract_params(model_cfg: model_lib.ModelConfig) -> Params:
-  """ShapeDtypeStructs of the params of `model_cfg`, in the trainer's pure-dict layout."""
-  model = nnx.eval_shape(lambda: model_lib.MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(0)))
+  """ShapeDtypeStructs of the params of `model_cfg`'s model (`make_model`: the classifier if
+  num_classes > 0, else the autoencoder), in the trainer's pure-dict layout."""
+  model = nnx.eval_shape(lambda: model_lib.make_model(model_cfg, nnx.Rngs(0)))
   return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
@@ -139,45 +185,71 @@ def _check_shape(name: str, got: tuple[int, ...], want: tuple[int, ...], what: s
     raise ValueError(f'{what}: {name} has shape {tuple(got)}, expected {tuple(want)}')
 
 
-def official_shapes(model_cfg: model_lib.ModelConfig) -> dict[str, tuple[int, ...]]:
-  """Every official state-dict name of `model_cfg` with its PyTorch shape."""
+def _official_shapes(abstract: Params, classifier: bool) -> dict[str, tuple[int, ...]]:
   shapes = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_params(model_cfg))[0]:
-    name, kind = _official_name(_path_keys(path))
+  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+    name, kind = _official_name(_path_keys(path), classifier)
     shapes[name] = _torch_shape(leaf.shape, kind)
   return shapes
 
 
+def official_shapes(model_cfg: model_lib.ModelConfig) -> dict[str, tuple[int, ...]]:
+  """Every official state-dict name of `model_cfg`'s model with its PyTorch shape."""
+  return _official_shapes(abstract_params(model_cfg), model_cfg.num_classes > 0)
+
+
+def _what(classifier: bool, hf: bool = False) -> str:
+  if hf:
+    return f'HF {HF_ARCHITECTURES[classifier]} state dict'
+  return 'VideoMAE finetune state dict' if classifier else 'VideoMAE state dict'
+
+
 def to_videomae_state_dict(params: Params) -> StateDict:
-  """Our params -> official VideoMAE pretraining state dict (float32 NumPy, PyTorch layouts)."""
+  """Our params -> official VideoMAE state dict (float32 NumPy, PyTorch layouts).
+
+  Autoencoder params give `modeling_pretrain.py`'s names, classifier params (a top-level
+  `head`) `modeling_finetune.py`'s.
+  """
+  classifier = is_classifier(params)
   sd = {}
   for path, value in jax.tree_util.tree_flatten_with_path(params)[0]:
-    name, kind = _official_name(_path_keys(path))
+    name, kind = _official_name(_path_keys(path), classifier)
     if name in sd:
       raise ValueError(f'two parameters map to {name}')
     sd[name] = _to_torch_layout(as_numpy(value), kind)
   return sd
 
 
-def from_videomae_state_dict(sd: Mapping[str, Any], model_cfg: model_lib.ModelConfig) -> Params:
-  """Official VideoMAE pretraining state dict -> our params (strict; float32 NumPy leaves)."""
-  abstract = abstract_params(model_cfg)
+def _from_official(sd: Mapping[str, Any], abstract: Params, classifier: bool,
+                   what: str) -> Params:
+  """Official state dict -> params laid out as `abstract` (any subtree of ours), strictly."""
   flat, treedef = jax.tree_util.tree_flatten_with_path(abstract)
-  names = [_official_name(_path_keys(path)) for path, _ in flat]
-  _check_keys(sd, [n for n, _ in names], 'VideoMAE state dict')
+  names = [_official_name(_path_keys(path), classifier) for path, _ in flat]
+  _check_keys(sd, [n for n, _ in names], what)
   leaves = []
   for (_, leaf), (name, kind) in zip(flat, names):
     value = as_numpy(sd[name])
-    _check_shape(name, value.shape, _torch_shape(leaf.shape, kind), 'VideoMAE state dict')
+    _check_shape(name, value.shape, _torch_shape(leaf.shape, kind), what)
     leaves.append(_from_torch_layout(value, kind))
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _hf_name(official: str) -> str | tuple[str, ...]:
+def from_videomae_state_dict(sd: Mapping[str, Any], model_cfg: model_lib.ModelConfig) -> Params:
+  """Official VideoMAE state dict -> our params (strict; float32 NumPy leaves).
+
+  The pretraining layout for an autoencoder config, the finetune layout for a classifier's.
+  """
+  classifier = model_cfg.num_classes > 0
+  return _from_official(sd, abstract_params(model_cfg), classifier, _what(classifier))
+
+
+def _hf_name(official: str, classifier: bool) -> str | tuple[str, ...]:
   """Official name -> HF name (a 3-tuple for the qkv weight, which HF splits)."""
   name = official
-  for pattern, repl in _HF_PREFIXES:
-    name = re.sub(pattern, repl, name)
+  for pattern, repl in _HF_PREFIXES[classifier]:
+    name, found = re.subn(pattern, repl, name)
+    if found:
+      break
   layer = _LAYER.match(name)
   if layer:
     prefix, rest = layer.groups()
@@ -187,25 +259,32 @@ def _hf_name(official: str) -> str | tuple[str, ...]:
   return name
 
 
-def hf_names(model_cfg: model_lib.ModelConfig) -> list[str]:
-  """Every key of an HF VideoMAEForPreTraining checkpoint file of `model_cfg` (q/v biases under
-  their checkpoint names, as `save_pretrained` writes them)."""
+def _hf_names(shapes: Mapping[str, Any], classifier: bool) -> list[str]:
   names = []
-  for official in official_shapes(model_cfg):
-    hf = _hf_name(official)
+  for official in shapes:
+    hf = _hf_name(official, classifier)
     names.extend(hf if isinstance(hf, tuple) else [hf])
   return names
 
 
+def hf_names(model_cfg: model_lib.ModelConfig) -> list[str]:
+  """Every key of an HF checkpoint file of `model_cfg`'s model (VideoMAEForPreTraining or
+  VideoMAEForVideoClassification; q/v biases under their checkpoint names, as
+  `save_pretrained` writes them)."""
+  return _hf_names(official_shapes(model_cfg), model_cfg.num_classes > 0)
+
+
 def to_hf_state_dict(params: Params, model_cfg: model_lib.ModelConfig) -> StateDict:
-  """Our params -> HF `VideoMAEForPreTraining` checkpoint state dict (float32 NumPy).
+  """Our params -> HF checkpoint state dict (float32 NumPy): `VideoMAEForPreTraining` for the
+  autoencoder's params, `VideoMAEForVideoClassification` for the classifier's.
 
   The key names are those transformers' own `save_pretrained` writes (4.x and 5.x alike).
   """
   del model_cfg  # the layout follows from the params; kept for a symmetric API
+  classifier = is_classifier(params)
   hf = {}
   for official, value in to_videomae_state_dict(params).items():
-    name = _hf_name(official)
+    name = _hf_name(official, classifier)
     if isinstance(name, tuple):
       for part, chunk in zip(name, np.split(value, 3, axis=0)):
         hf[part] = np.ascontiguousarray(chunk)
@@ -237,111 +316,350 @@ def hf_bias_keys(sd: Mapping[str, Any], style: str) -> dict[str, Any]:
   return out
 
 
+def _official_from_hf(sd: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]],
+                      classifier: bool, what: str) -> StateDict:
+  """HF state dict (checkpoint bias names) -> official names of `shapes`, strictly."""
+  _check_keys(sd, _hf_names(shapes, classifier), what)
+  official = {}
+  for name, shape in shapes.items():
+    hf = _hf_name(name, classifier)
+    if isinstance(hf, tuple):
+      parts = [as_numpy(sd[p]) for p in hf]
+      for part, value in zip(hf, parts):
+        _check_shape(part, value.shape, (shape[0] // 3, shape[1]), what)
+      official[name] = np.concatenate(parts, axis=0)
+    else:
+      official[name] = as_numpy(sd[hf])
+      _check_shape(hf, official[name].shape, shape, what)
+  return official
+
+
 def from_hf_state_dict(sd: Mapping[str, Any], model_cfg: model_lib.ModelConfig) -> Params:
-  """HF `VideoMAEForPreTraining` state dict -> our params (strict).
+  """HF state dict -> our params (strict): `VideoMAEForPreTraining`'s for an autoencoder config,
+  `VideoMAEForVideoClassification`'s (mean pooling) for a classifier's.
 
   The q/v biases may come under their checkpoint names (`q_bias` / `v_bias`: HF files, 4.x
   modules) or 5.x module names (`query.bias` / `value.bias`); every other key strictly as in
   `hf_names(model_cfg)`.
   """
-  sd = hf_bias_keys(sd, 'checkpoint')
-  _check_keys(sd, hf_names(model_cfg), 'HF VideoMAEForPreTraining state dict')
-  official = {}
-  for name, shape in official_shapes(model_cfg).items():
-    hf = _hf_name(name)
-    if isinstance(hf, tuple):
-      parts = [as_numpy(sd[p]) for p in hf]
-      for part, value in zip(hf, parts):
-        _check_shape(part, value.shape, (shape[0] // 3, shape[1]), 'HF state dict')
-      official[name] = np.concatenate(parts, axis=0)
-    else:
-      official[name] = as_numpy(sd[hf])
-      _check_shape(hf, official[name].shape, shape, 'HF state dict')
+  classifier = model_cfg.num_classes > 0
+  official = _official_from_hf(hf_bias_keys(sd, 'checkpoint'), official_shapes(model_cfg),
+                               classifier, _what(classifier, hf=True))
   return from_videomae_state_dict(official, model_cfg)
 
 
-def hf_config(model_cfg: model_lib.ModelConfig, norm_pix: bool) -> dict[str, Any]:
+def check_class_names(model_cfg: model_lib.ModelConfig, names=None) -> list[str]:
+  """The classifier's class names: `names` checked (one distinct string per class), or
+  `class_<i>`. Raises ValueError for a wrong count, duplicates, or names for an autoencoder."""
+  n = model_cfg.num_classes
+  if n == 0:
+    if names is not None:
+      raise ValueError('class names given for the autoencoder (model.num_classes = 0)')
+    return []
+  if names is None:
+    return [f'class_{i}' for i in range(n)]
+  names = list(names)
+  if len(names) != n:
+    raise ValueError(f'{len(names)} class names for model.num_classes = {n}')
+  if not all(isinstance(x, str) and x for x in names):
+    raise ValueError('class names must be non-empty strings')
+  dupes = sorted({x for x in names if names.count(x) > 1})
+  if dupes:
+    raise ValueError(f'class names must be distinct (HF label2id): repeated {dupes[:5]}')
+  return names
+
+
+def class_names_from_hf(hf: Mapping[str, Any]) -> list[str] | None:
+  """The class names of an HF config's `id2label` (keys as ints or JSON strings), in index
+  order; None if it has none."""
+  id2label = hf.get('id2label')
+  if not id2label:
+    return None
+  table = {int(k): v for k, v in id2label.items()}
+  if sorted(table) != list(range(len(table))):
+    raise ValueError(f'HF config id2label has indices {sorted(table)[:8]}..., not 0..n-1')
+  return [table[i] for i in range(len(table))]
+
+
+def hf_config(model_cfg: model_lib.ModelConfig, norm_pix: bool = True,
+              class_names: list[str] | None = None) -> dict[str, Any]:
   """Keyword arguments of `transformers.VideoMAEConfig` that compute what `model_cfg` does.
 
-  All but the decoder's final LayerNorm eps, which HF fixes at 1e-5 (see the module docstring).
+  Autoencoder: `VideoMAEForPreTraining` (the final encoder norm: use_mean_pooling=False). All
+  but the decoder's final LayerNorm eps, which HF fixes at 1e-5 (see the module docstring).
+  Classifier: `VideoMAEForVideoClassification` with use_mean_pooling=True, num_labels from
+  `id2label` / `label2id` of `class_names` (default `class_<i>`); all but `fc_norm`'s eps,
+  which HF also fixes at 1e-5. `norm_pix` (the pretraining target) is recorded either way.
   """
   c = model_cfg
+  classifier = c.num_classes > 0
   height, width = c.img_size
-  return dict(
-      architectures=['VideoMAEForPreTraining'],
+  kwargs = dict(
+      architectures=[HF_ARCHITECTURES[classifier]],
       image_size=height if height == width else [height, width],
       patch_size=c.patch, num_channels=c.in_chans, num_frames=c.num_frames,
       tubelet_size=c.tubelet, hidden_size=c.encoder_dim, num_hidden_layers=c.encoder_depth,
       num_attention_heads=c.encoder_heads, intermediate_size=int(c.encoder_dim * c.mlp_ratio),
       hidden_act='gelu', hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-      layer_norm_eps=c.layer_norm_eps, qv_bias=True, use_mean_pooling=False,
+      layer_norm_eps=c.layer_norm_eps, qv_bias=True, use_mean_pooling=classifier,
       decoder_hidden_size=c.decoder_dim, decoder_num_hidden_layers=c.decoder_depth,
       decoder_num_attention_heads=c.decoder_heads,
       decoder_intermediate_size=int(c.decoder_dim * c.mlp_ratio),
       norm_pix_loss=bool(norm_pix))
+  names = check_class_names(c, class_names)
+  if classifier:
+    kwargs.update(id2label=dict(enumerate(names)),
+                  label2id={name: i for i, name in enumerate(names)})
+  return kwargs
 
 
-def model_config_from_hf(hf: Mapping[str, Any], **overrides: Any) -> model_lib.ModelConfig:
-  """An HF VideoMAE config (dict) -> ModelConfig; raises if ours cannot compute the same."""
+def model_config_from_hf(hf: Mapping[str, Any], classifier: bool | None = None,
+                         **overrides: Any) -> model_lib.ModelConfig:
+  """An HF VideoMAE config (dict) -> ModelConfig; raises if ours cannot compute the same.
+
+  `classifier`: whether it describes VideoMAEForVideoClassification (then num_classes = its
+  label count; it must mean-pool); None: as its `architectures` say.
+  """
   def need(field, ok, what):
     if not ok:
       raise ValueError(f'HF config {field}={hf.get(field)!r}: {what} is not supported')
+  if classifier is None:
+    classifier = HF_ARCHITECTURES[True] in (hf.get('architectures') or [])
   need('qv_bias', hf.get('qv_bias', hf.get('qkv_bias', True)), 'attention without q/v biases')
-  need('use_mean_pooling', not hf.get('use_mean_pooling', True),
-       'a pretraining model without the encoder norm (use_mean_pooling=True)')
+  if classifier:
+    need('use_mean_pooling', hf.get('use_mean_pooling', True),
+         'a classifier reading token 0 (VideoMAE has no CLS token; ours mean-pools)')
+  else:
+    need('use_mean_pooling', not hf.get('use_mean_pooling', True),
+         'a pretraining model without the encoder norm (use_mean_pooling=True)')
   need('hidden_act', hf.get('hidden_act', 'gelu') == 'gelu', 'an activation other than gelu')
   patch = hf.get('patch_size', 16)
   need('patch_size', np.ndim(patch) == 0 or len(set(patch)) == 1, 'a non-square patch')
   ratio = hf['intermediate_size'] / hf['hidden_size']
-  need('decoder_intermediate_size',
-       hf['decoder_intermediate_size'] == int(hf['decoder_hidden_size'] * ratio),
-       'a decoder MLP ratio other than the encoder\'s')
   size = hf.get('image_size', 224)
   fields = dict(
       img_size=(size, size) if np.ndim(size) == 0 else tuple(size),
       num_frames=hf.get('num_frames', 16), tubelet=hf.get('tubelet_size', 2),
       patch=int(np.ravel(patch)[0]), in_chans=hf.get('num_channels', 3),
       encoder_dim=hf['hidden_size'], encoder_depth=hf['num_hidden_layers'],
-      encoder_heads=hf['num_attention_heads'], decoder_dim=hf['decoder_hidden_size'],
-      decoder_depth=hf['decoder_num_hidden_layers'],
-      decoder_heads=hf['decoder_num_attention_heads'], mlp_ratio=ratio,
+      encoder_heads=hf['num_attention_heads'], mlp_ratio=ratio,
       layer_norm_eps=hf.get('layer_norm_eps', 1e-12))
+  if classifier:  # the decoder fields are unused; num_classes from the labels
+    names = class_names_from_hf(hf)
+    fields['num_classes'] = len(names) if names else int(hf['num_labels'])
+  else:
+    need('decoder_intermediate_size',
+         hf['decoder_intermediate_size'] == int(hf['decoder_hidden_size'] * ratio),
+         'a decoder MLP ratio other than the encoder\'s')
+    fields.update(decoder_dim=hf['decoder_hidden_size'],
+                  decoder_depth=hf['decoder_num_hidden_layers'],
+                  decoder_heads=hf['decoder_num_attention_heads'])
   fields.update(overrides)
   return model_lib.ModelConfig(**fields)
+
+
+def _depth(sd: Mapping[str, Any], prefix: str) -> int:
+  found = {int(m.group(1)) for k in sd for m in [re.match(rf'^{re.escape(prefix)}(\d+)\.', k)]
+           if m}
+  return max(found) + 1 if found else 0
+
+
+def _need_keys(sd: Mapping[str, Any], keys, what: str) -> None:
+  for key in keys:
+    if key not in sd:
+      raise KeyError(f'{what}: missing key {key}')
 
 
 def videomae_recorded_fields(sd: Mapping[str, Any]) -> dict[str, Any]:
   """The ModelConfig fields an official state dict's shapes record.
 
-  Widths, depths, tubelet, patch, channels and MLP ratio; not the attention heads, img_size or
-  num_frames (no parameter depends on them).
+  Pretraining layout (`encoder.` names): widths, depths, tubelet, patch, channels and MLP
+  ratio. Finetune layout: the encoder's, and num_classes. Never the attention heads, img_size
+  or num_frames (no parameter depends on them).
   """
-  def depth(prefix):
-    found = {int(m.group(1)) for k in sd for m in [re.match(rf'^{prefix}\.(\d+)\.', k)] if m}
-    return max(found) + 1 if found else 0
-  for key in ('encoder.patch_embed.proj.weight', 'encoder_to_decoder.weight',
-              'encoder.blocks.0.mlp.fc1.weight'):
-    if key not in sd:
-      raise KeyError(f'VideoMAE state dict: missing key {key}')
-  enc, chans, tubelet, patch, _ = tuple(sd['encoder.patch_embed.proj.weight'].shape)
-  dec = tuple(sd['encoder_to_decoder.weight'].shape)[0]
-  hidden = tuple(sd['encoder.blocks.0.mlp.fc1.weight'].shape)[0]
-  return dict(tubelet=tubelet, patch=patch, in_chans=chans, encoder_dim=enc,
-              encoder_depth=depth('encoder.blocks'), decoder_dim=dec,
-              decoder_depth=depth('decoder.blocks'), mlp_ratio=hidden / enc)
+  if 'encoder.patch_embed.proj.weight' not in sd and 'patch_embed.proj.weight' in sd:
+    fields = _encoder_fields(sd, 'videomae_finetune', _what(True))
+    _need_keys(sd, ['head.weight'], _what(True))
+    return dict(fields, num_classes=tuple(sd['head.weight'].shape)[0])
+  _need_keys(sd, ['encoder.patch_embed.proj.weight', 'encoder_to_decoder.weight',
+                  'encoder.blocks.0.mlp.fc1.weight'], _what(False))
+  fields = _encoder_fields(sd, 'videomae_pretrain', _what(False))
+  return dict(fields, decoder_dim=tuple(sd['encoder_to_decoder.weight'].shape)[0],
+              decoder_depth=_depth(sd, 'decoder.blocks.'))
+
+
+# ---------------------------------------------------------------------------------------------
+# A finetune's initial weights: the encoder (and a classifier's fc_norm + head) of any source.
+
+SOURCE_STYLES = {
+    'videomae_pretrain': 'official VideoMAE pretraining (modeling_pretrain.py, `encoder.` names)',
+    'videomae_finetune': 'official VideoMAE finetuning (modeling_finetune.py, no prefix)',
+    'hf': 'HF VideoMAEForPreTraining (`videomae.` names) or VideoMAEModel (no prefix)',
+    'hf_classifier': 'HF VideoMAEForVideoClassification',
+}
+# (where the patch embedding weight is, the block prefix, the MLP fc1 weight in block 0)
+_ENCODER_KEYS = {
+    'official': ('patch_embed.proj.weight', 'blocks.', 'blocks.0.mlp.fc1.weight'),
+    'hf': (_EMBED + 'weight', 'videomae.encoder.layer.',
+           'videomae.encoder.layer.0.intermediate.dense.weight'),
+}
+_DECODER = ('the pretraining decoder (the classifier has none)')
+_FINAL_NORM = ('the encoder\'s final norm (the classifier has none: it mean-pools the tokens '
+               'into fc_norm; VideoMAE\'s finetuning does not load it either)')
+_TOKEN0_HEAD = ('the head of a model without mean pooling (it reads token 0 after the final '
+                'norm): not what our classifier computes')
+# Per style: (key regex, role) in order; role 'encoder' | 'head' | a reason the key is dropped.
+_SOURCE_KEYS = {
+    'videomae_pretrain': ((r'encoder\.(patch_embed|blocks)\.', 'encoder'),
+                          (r'encoder\.norm\.', _FINAL_NORM),
+                          (r'(decoder\.|encoder_to_decoder\.|mask_token$)', _DECODER)),
+    'videomae_finetune': ((r'(patch_embed|blocks)\.', 'encoder'),
+                          (r'(fc_norm|head)\.', 'head'), (r'norm\.', _FINAL_NORM)),
+    'hf': ((r'videomae\.(embeddings|encoder)\.', 'encoder'),
+           (r'videomae\.layernorm\.', _FINAL_NORM),
+           (r'(decoder\.|encoder_to_decoder\.|mask_token$)', _DECODER)),
+    'hf_classifier': ((r'videomae\.(embeddings|encoder)\.', 'encoder'),
+                      (r'(fc_norm|classifier)\.', 'head'),
+                      (r'videomae\.layernorm\.', _FINAL_NORM)),
+}
+ENCODER_FIELDS = ('encoder_dim', 'encoder_depth', 'tubelet', 'patch', 'in_chans', 'mlp_ratio')
+
+
+def detect_style(sd: Mapping[str, Any]) -> str:
+  """The SOURCE_STYLES name of a state dict, from its keys; ValueError if none fits."""
+  if any(k.startswith('encoder.patch_embed.') for k in sd):
+    return 'videomae_pretrain'
+  if any(k.startswith('patch_embed.') for k in sd):
+    return 'videomae_finetune'
+  if any(k.startswith(('videomae.embeddings.', 'embeddings.patch_embeddings.')) for k in sd):
+    return 'hf_classifier' if 'classifier.weight' in sd else 'hf'
+  shown = sorted(sd)[:5]
+  raise ValueError(f'not a VideoMAE state dict of a known layout (no patch embedding among '
+                   f'its {len(sd)} keys, e.g. {shown}); known: {", ".join(SOURCE_STYLES)}')
+
+
+def _encoder_fields(sd: Mapping[str, Any], style: str, what: str) -> dict[str, Any]:
+  """ENCODER_FIELDS from the (prefix-normalised) encoder keys of `sd`."""
+  embed, blocks, fc1 = _ENCODER_KEYS['hf' if style.startswith('hf') else 'official']
+  if style == 'videomae_pretrain':
+    embed, blocks, fc1 = (f'encoder.{k}' for k in (embed, blocks, fc1))
+  _need_keys(sd, [embed, fc1], what)
+  dim, chans, tubelet, patch, _ = tuple(sd[embed].shape)
+  return dict(encoder_dim=dim, encoder_depth=_depth(sd, blocks), tubelet=tubelet, patch=patch,
+              in_chans=chans, mlp_ratio=tuple(sd[fc1].shape)[0] / dim)
+
+
+def _split_source(sd: Mapping[str, Any], style: str):
+  """(encoder + head keys, prefix-normalised; {dropped key: reason}); unknown keys raise."""
+  if style.startswith('hf'):
+    sd = hf_bias_keys(sd, 'checkpoint')
+    if style == 'hf' and not any(k.startswith('videomae.') for k in sd):  # VideoMAEModel
+      sd = {f'videomae.{k}': v for k, v in sd.items()}
+  kept, dropped, unknown = {}, {}, []
+  for key, value in sd.items():
+    role = next((r for pattern, r in _SOURCE_KEYS[style] if re.match(pattern, key)), None)
+    if role is None:
+      unknown.append(key)
+    elif role in ('encoder', 'head'):
+      name = key[len('encoder.'):] if style == 'videomae_pretrain' else key
+      kept[name] = (role, value)
+    else:
+      dropped[key] = role
+  if unknown:
+    raise KeyError(f'{SOURCE_STYLES[style]} state dict: unexpected keys {sorted(unknown)}')
+  if any(r == _FINAL_NORM for r in dropped.values()):  # a classifier without mean pooling
+    for key in [k for k, (role, _) in kept.items() if role == 'head']:
+      dropped[key] = _TOKEN0_HEAD
+      del kept[key]
+  return {k: v for k, (_, v) in kept.items()}, dropped, {
+      k for k, (role, _) in kept.items() if role == 'head'}
+
+
+def backbone_fields(sd: Mapping[str, Any], source_style: str) -> dict[str, Any]:
+  """What a source's shapes record of the classifier: ENCODER_FIELDS, and num_classes if it
+  has a (mean-pooling) head."""
+  if source_style not in SOURCE_STYLES:
+    raise ValueError(f'source style {source_style!r}: choose one of {list(SOURCE_STYLES)}')
+  kept, _, head = _split_source(sd, source_style)
+  what = f'{SOURCE_STYLES[source_style]} state dict'
+  style = 'videomae_finetune' if source_style == 'videomae_pretrain' else source_style
+  fields = _encoder_fields(kept, style, what)
+  if head:
+    weight = 'classifier.weight' if source_style == 'hf_classifier' else 'head.weight'
+    _need_keys(kept, [weight], what)
+    fields['num_classes'] = tuple(kept[weight].shape)[0]
+  return fields
+
+
+def backbone_params(sd: Mapping[str, Any], source_style: str,
+                    model_cfg: model_lib.ModelConfig | None = None
+                    ) -> tuple[Params, dict[str, str]]:
+  """A source's weights as the start of our classifier: (params, {dropped key: reason}).
+
+  `sd`: a state dict in one of SOURCE_STYLES (`detect_style` finds it). `params` is a subtree
+  of the classifier's: {"encoder": {"patch_embed", "blocks"}}, plus "fc_norm" and "head" when
+  the source is a (mean-pooling) classifier. Dropped on purpose, and listed with the reason:
+  the pretraining decoder (`decoder.*`, `encoder_to_decoder`, `mask_token`), the encoder's
+  final norm (`encoder.norm` / `videomae.layernorm`: VideoMAE's finetuning does not load it
+  into fc_norm), the head of a model without mean pooling, and (with `model_cfg`) a head for
+  another number of classes (as VideoMAE's finetuning drops it; fc_norm is kept). Any other key
+  raises KeyError naming it, as does a missing one; wrong shapes raise ValueError.
+
+  `model_cfg`: the config to initialise; ConfigMismatchError names every ENCODER_FIELDS value
+  that differs (heads, frames and image size hold no parameters). Without it the source's own
+  architecture is read.
+  """
+  fields = backbone_fields(sd, source_style)
+  kept, dropped, head = _split_source(sd, source_style)
+  what = f'{SOURCE_STYLES[source_style]} state dict'
+  if model_cfg is not None:
+    problems = [f'the weights have {f} {fields[f]!r} but the config has '
+                f'{getattr(model_cfg, f)!r}' for f in ENCODER_FIELDS
+                if not _same(fields[f], getattr(model_cfg, f))]
+    if problems:
+      raise ConfigMismatchError(f'{what}: ' + '; '.join(problems))
+    if head and fields['num_classes'] != model_cfg.num_classes:
+      reason = (f'a head for {fields["num_classes"]} classes; the config has '
+                f'{model_cfg.num_classes} (VideoMAE\'s finetuning drops it likewise)')
+      for key in [k for k in head if k.startswith(('head.', 'classifier.'))]:
+        dropped[key] = reason
+        del kept[key]
+        head.discard(key)
+    base = model_cfg
+  else:
+    base = model_lib.ModelConfig(
+        img_size=(fields['patch'],) * 2, num_frames=fields['tubelet'], encoder_heads=1,
+        **{f: fields[f] for f in ENCODER_FIELDS})
+  has_head = any(k.startswith(('head.', 'classifier.')) for k in head)
+  cfg = dataclasses.replace(base, num_classes=fields['num_classes'] if has_head else
+                            max(base.num_classes, 1))
+  full = abstract_params(cfg)
+  abstract = {'encoder': full['encoder']}
+  if head:  # fc_norm (and the head, unless dropped): strictly what the source has
+    abstract['fc_norm'] = full['fc_norm']
+    if has_head:
+      abstract['head'] = full['head']
+  if source_style.startswith('hf'):
+    kept = _official_from_hf(kept, _official_shapes(abstract, True), True, what)
+  return _from_official(kept, abstract, True, what), dict(sorted(dropped.items()))
 
 
 def preset_config(model_cfg: model_lib.ModelConfig) -> dict[str, Any]:
   """`config.model` fields for `model_cfg`: the preset `size` whose architecture it has, if any.
 
-  Returns {'size': NAME, img_size, num_frames, tubelet, patch} when a preset matches (what the
-  trainer's configs can express), else {'size': 'B', every architecture field}.
+  Returns {'size': NAME, img_size, num_frames, tubelet, patch[, num_classes]} when a preset
+  matches (what the trainer's configs can express), else {'size': 'B', every architecture
+  field}. A classifier's decoder fields are unused: they do not take part.
   """
-  arch = ('in_chans', 'encoder_dim', 'encoder_depth', 'encoder_heads', 'decoder_dim',
-          'decoder_depth', 'decoder_heads', 'mlp_ratio', 'layer_norm_eps')
+  classifier = model_cfg.num_classes > 0
+  arch = tuple(f for f in ('in_chans', 'encoder_dim', 'encoder_depth', 'encoder_heads',
+                           'decoder_dim', 'decoder_depth', 'decoder_heads', 'mlp_ratio',
+                           'layer_norm_eps') if not (classifier and f.startswith('decoder_')))
   height, width = model_cfg.img_size
   base = dict(img_size=height if height == width else [height, width],
               num_frames=model_cfg.num_frames, tubelet=model_cfg.tubelet, patch=model_cfg.patch)
+  if classifier:
+    base['num_classes'] = model_cfg.num_classes
   for size in model_lib.SIZES:
     preset = model_lib.model_config(size)
     if all(getattr(preset, f) == getattr(model_cfg, f) for f in arch):
@@ -353,7 +671,16 @@ def preset_config(model_cfg: model_lib.ModelConfig) -> dict[str, Any]:
 
 ARCH_FIELDS = ('img_size', 'num_frames', 'tubelet', 'patch', 'in_chans', 'encoder_dim',
                'encoder_depth', 'encoder_heads', 'decoder_dim', 'decoder_depth', 'decoder_heads',
-               'mlp_ratio', 'layer_norm_eps')
+               'mlp_ratio', 'layer_norm_eps', 'num_classes')
+DECODER_FIELDS = ('decoder_dim', 'decoder_depth', 'decoder_heads')
+
+
+def recorded_for_kind(recorded: Mapping[str, Any]) -> dict[str, Any]:
+  """`recorded` without the decoder fields when it is a classifier's (num_classes > 0): its
+  files may carry them (HF configs always do) but they hold no weights."""
+  if recorded.get('num_classes', 0) > 0:
+    return {k: v for k, v in recorded.items() if k not in DECODER_FIELDS}
+  return dict(recorded)
 
 
 class ConfigMismatchError(ValueError):
@@ -374,9 +701,10 @@ def _override_hint(wanted: model_lib.ModelConfig, built: model_lib.ModelConfig,
                    section: Mapping[str, Any], what: str) -> tuple[list[str], list[str]]:
   """(`--config.model.*` flags, notes) that make `what`'s model section build `wanted`."""
   fields = preset_config(wanted)
-  if len(fields) > 5:  # no preset size has this architecture
+  if 'encoder_dim' in fields:  # no preset size has this architecture
+    shown = [k for k in ARCH_FIELDS if k in fields]
     return [], [f'no preset size has this architecture: use a config file whose model section '
-                f'sets {", ".join(f"{k}={_show(getattr(wanted, k))}" for k in ARCH_FIELDS)}']
+                f'sets {", ".join(f"{k}={_show(getattr(wanted, k))}" for k in shown)}']
   def norm(key, value):
     if key == 'img_size':
       return (int(value),) * 2 if np.ndim(value) == 0 else tuple(value)
@@ -397,7 +725,8 @@ def fit_config(recorded: Mapping[str, Any], config, norm_pix: bool | None = None
   """The ModelConfig of `config.model`, if it holds weights whose files record `recorded`.
 
   `recorded`: the architecture fields the weights' files give (a subset of ARCH_FIELDS, e.g.
-  `videomae_recorded_fields(sd)`; the others come from the config); `norm_pix`: the target the
+  `videomae_recorded_fields(sd)`; the others come from the config; a classifier's without the
+  decoder fields, see `recorded_for_kind`); `norm_pix`: the target the
   weights were trained with, if recorded, checked against `config.loss.norm_pix`. Raises
   ConfigMismatchError naming every field that differs, with the `--config.*` overrides that
   would fit (or what a config file must set), and for non-square clips (the trainer crops
@@ -432,6 +761,8 @@ def fit_config(recorded: Mapping[str, Any], config, norm_pix: bool | None = None
       wanted = None  # e.g. widths that the config's head counts do not divide
     if wanted is not None:
       flags, notes = _override_hint(wanted, built, section, what)
+    if recorded.get('num_classes', 0) == 0 < built.num_classes:
+      notes.append('pretraining weights start a finetune through --config.init=THEM instead')
   loss = config.get('loss', {})
   if norm_pix is not None and 'norm_pix' in loss and bool(loss['norm_pix']) != bool(norm_pix):
     problems.append(f'the weights were trained with norm_pix={bool(norm_pix)} but {what}\'s '

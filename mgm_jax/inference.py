@@ -36,22 +36,26 @@ from mgm_jax import reconstruct as reconstruct_lib
 @dataclasses.dataclass
 class Loaded:
   """A restored run: the model with its trained weights, the run's config and the step."""
-  model: model_lib.MaskedAutoencoder
+  model: model_lib.MaskedAutoencoder | model_lib.VideoClassifier
   config: ml_collections.ConfigDict
   step: int
 
 
-def abstract_train_state(config: ml_collections.ConfigDict, model_cfg: model_lib.ModelConfig):
-  """ShapeDtypeStructs of the trainer's state {"step", "params", "opt_state"}, built without data.
-
-  The optimizer state's structure does not depend on the schedule's step counts, so a 1-step
-  schedule stands in for the real one.
-  """
+def _optimizer(config, model_cfg: model_lib.ModelConfig, model):
+  # The optimizer state's structure does not depend on the schedule's step counts, so a 1-step
+  # schedule stands in for the real one.
   schedule = optim.make_schedule(config.optim, config.batch_size, 1, 1)
-  optimizer = optim.make_optimizer(config.optim, schedule)
+  return optim.for_model(config.optim, model_cfg, schedule,
+                         nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, model_cfg: model_lib.ModelConfig):
+  """ShapeDtypeStructs of the trainer's state {"step", "params", "opt_state"[, "ema"]}, built
+  without data."""
   def init():
-    return optim.init_state(model_lib.MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(0)),
-                                     optimizer)
+    model = model_lib.make_model(model_cfg, nnx.Rngs(0))
+    return optim.init_state(model, _optimizer(config, model_cfg, model),
+                            ema=config.optim.get("ema_decay", 0.0) > 0)
   device = jax.local_devices()[0]
   return jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
@@ -59,8 +63,9 @@ def abstract_train_state(config: ml_collections.ConfigDict, model_cfg: model_lib
       jax.eval_shape(init))
 
 
-def load(workdir: str | os.PathLike, step: int | None = None) -> Loaded:
-  """Restores the model of `workdir` at `step` (default: the latest checkpoint)."""
+def load(workdir: str | os.PathLike, step: int | None = None, ema: bool = False) -> Loaded:
+  """Restores the model of `workdir` at `step` (default: the latest checkpoint); with `ema`,
+  the run's moving average of the parameters (a run trained with optim.ema_decay > 0)."""
   config = workdir_lib.read_config(workdir)
   model_cfg = model_lib.model_config_from(config.model, drop_path_rate=0.0)
   abstract = abstract_train_state(config, model_cfg)
@@ -70,7 +75,9 @@ def load(workdir: str | os.PathLike, step: int | None = None) -> Loaded:
     step, state = ckpt.restore(abstract, step=step)
   finally:
     ckpt.close()
-  model = model_lib.from_params(model_cfg, state['params'])
+  if ema and 'ema' not in state:
+    raise ValueError(f'{workdir}: the run keeps no EMA of its parameters (optim.ema_decay = 0)')
+  model = model_lib.from_params(model_cfg, state['ema' if ema else 'params'])
   return Loaded(model=model, config=config, step=int(step))
 
 
@@ -87,8 +94,8 @@ def save(workdir: str | os.PathLike, config: ml_collections.ConfigDict, params,
   model_cfg = model_lib.model_config_from(config.model)
   abstract = abstract_train_state(config, model_cfg)
   model = model_lib.from_params(model_cfg, params)
-  schedule = optim.make_schedule(config.optim, config.batch_size, 1, 1)
-  train_state = optim.init_state(model, optim.make_optimizer(config.optim, schedule))
+  train_state = optim.init_state(model, _optimizer(config, model_cfg, model),
+                                 ema=config.optim.get('ema_decay', 0.0) > 0)
   train_state['step'] = jnp.asarray(step, jnp.int32)
   jax.tree.map(lambda a, s: _check_leaf(a, s), train_state, abstract)
   os.makedirs(workdir, exist_ok=True)

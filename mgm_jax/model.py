@@ -15,6 +15,13 @@ an official counterpart (NNX path -> PyTorch state-dict name):
   decoder/blocks/i/..., decoder/norm            decoder.blocks.i..., decoder.norm
   decoder/head/{kernel,bias}                    decoder.head.{weight,bias}
 
+The classifier (`VideoClassifier`, VideoMAE `modeling_finetune.py` with mean pooling) keeps the
+encoder's names without its final norm (pooled tokens go through `fc_norm` instead):
+
+  encoder/patch_embed, encoder/blocks/i/...     patch_embed, blocks.i...
+  fc_norm/{scale,bias}                          fc_norm.{weight,bias}
+  head/{kernel,bias}                            head.{weight,bias}
+
 Linear kernels are [in, out] (PyTorch: [out, in]); the conv kernel is [kt, kh, kw, in, out]
 (PyTorch: [out, in, kt, kh, kw]). Position tables are constants, never parameters.
 
@@ -77,6 +84,11 @@ class ModelConfig:
     remat: rematerialise each block in the backward pass (`nnx.remat`).
     attention_impl: `implementation` of `jax.nn.dot_product_attention`: None (XLA today),
       'xla', or 'cudnn' (fused kernel on NVIDIA GPUs; needs dtype 'bfloat16').
+    num_classes: 0 = the pretraining autoencoder; > 0 = the classifier with that many classes
+      (`make_model` builds the one the config describes; the decoder fields are then unused).
+    head_init_scale: the classifier head's initial weights are trunc-normal(0.02) times this
+      (VideoMAE's `init_scale`, 0.001 in its finetuning scripts).
+    head_dropout: dropout before the classifier head (VideoMAE's `fc_drop_rate`, default 0).
   """
 
   img_size: tuple[int, int] = (224, 224)
@@ -96,6 +108,9 @@ class ModelConfig:
   dtype: str = 'float32'
   remat: bool = False
   attention_impl: str | None = None
+  num_classes: int = 0
+  head_init_scale: float = 0.001
+  head_dropout: float = 0.0
 
   def __post_init__(self):
     object.__setattr__(self, 'img_size', tuple(int(s) for s in self.img_size))
@@ -119,6 +134,10 @@ class ModelConfig:
       raise ValueError(f'mlp_ratio must be > 0, got {self.mlp_ratio}')
     if not 0.0 <= self.drop_path_rate < 1.0:
       raise ValueError(f'drop_path_rate must be in [0, 1), got {self.drop_path_rate}')
+    if self.num_classes < 0:
+      raise ValueError(f'num_classes must be >= 0, got {self.num_classes}')
+    if not 0.0 <= self.head_dropout < 1.0:
+      raise ValueError(f'head_dropout must be in [0, 1), got {self.head_dropout}')
     if self.dtype not in _DTYPES:
       raise ValueError(f'dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}')
     if self.attention_impl not in _ATTENTION_IMPLS:
@@ -273,8 +292,14 @@ def _trunc_normal_init(key, shape, dtype=jnp.float32, std: float = 0.02):
   return jax.random.truncated_normal(key, -1.0, 1.0, shape, dtype) * std
 
 
-def _linear(cfg: ModelConfig, din: int, dout: int, rngs: nnx.Rngs, use_bias: bool = True):
-  return nnx.Linear(din, dout, use_bias=use_bias, kernel_init=_xavier, bias_init=_zeros,
+def _finetune_kernel_init(key, shape, dtype=jnp.float32):
+  """VideoMAE finetuning's Linear init: trunc-normal std 0.02 (timm: cut at +-2 absolute)."""
+  return jax.random.truncated_normal(key, -100.0, 100.0, shape, dtype) * 0.02
+
+
+def _linear(cfg: ModelConfig, din: int, dout: int, rngs: nnx.Rngs, use_bias: bool = True,
+            kernel_init=_xavier):
+  return nnx.Linear(din, dout, use_bias=use_bias, kernel_init=kernel_init, bias_init=_zeros,
                     dtype=cfg.compute_dtype, param_dtype=jnp.float32, rngs=rngs)
 
 
@@ -316,13 +341,14 @@ class PatchEmbed(nnx.Module):
 class Attention(nnx.Module):
   """Multi-head self-attention with a bias-free `qkv` plus `q_bias` and `v_bias` (k bias = 0)."""
 
-  def __init__(self, cfg: ModelConfig, dim: int, num_heads: int, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, dim: int, num_heads: int, *, rngs: nnx.Rngs,
+               kernel_init=_xavier):
     self.num_heads = num_heads
     self.impl = cfg.attention_impl
-    self.qkv = _linear(cfg, dim, 3 * dim, rngs, use_bias=False)
+    self.qkv = _linear(cfg, dim, 3 * dim, rngs, use_bias=False, kernel_init=kernel_init)
     self.q_bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
     self.v_bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
-    self.proj = _linear(cfg, dim, dim, rngs)
+    self.proj = _linear(cfg, dim, dim, rngs, kernel_init=kernel_init)
 
   def __call__(self, x: Array) -> Array:
     b, n, d = x.shape
@@ -341,10 +367,10 @@ class Attention(nnx.Module):
 class Mlp(nnx.Module):
   """fc1 -> GELU (exact erf form, as torch.nn.GELU) -> fc2."""
 
-  def __init__(self, cfg: ModelConfig, dim: int, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, dim: int, *, rngs: nnx.Rngs, kernel_init=_xavier):
     hidden = int(dim * cfg.mlp_ratio)
-    self.fc1 = _linear(cfg, dim, hidden, rngs)
-    self.fc2 = _linear(cfg, hidden, dim, rngs)
+    self.fc1 = _linear(cfg, dim, hidden, rngs, kernel_init=kernel_init)
+    self.fc2 = _linear(cfg, hidden, dim, rngs, kernel_init=kernel_init)
 
   def __call__(self, x: Array) -> Array:
     return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
@@ -354,11 +380,11 @@ class Block(nnx.Module):
   """Pre-norm transformer block with stochastic depth on both residual branches."""
 
   def __init__(self, cfg: ModelConfig, dim: int, num_heads: int, drop_path: float, *,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, kernel_init=_xavier):
     self.norm1 = _layer_norm(cfg, dim, rngs)
-    self.attn = Attention(cfg, dim, num_heads, rngs=rngs)
+    self.attn = Attention(cfg, dim, num_heads, rngs=rngs, kernel_init=kernel_init)
     self.norm2 = _layer_norm(cfg, dim, rngs)
-    self.mlp = Mlp(cfg, dim, rngs=rngs)
+    self.mlp = Mlp(cfg, dim, rngs=rngs, kernel_init=kernel_init)
     # Drop path = dropout of the whole branch per sample, scaled by 1 / keep (timm's DropPath).
     self.drop_path = nnx.Dropout(float(drop_path), broadcast_dims=(1, 2),
                                  rngs=rngs if drop_path > 0 else None)
@@ -369,10 +395,11 @@ class Block(nnx.Module):
     return x + self.drop_path(self.mlp(self.norm2(x)), deterministic=deterministic)
 
 
-def _make_blocks(cfg: ModelConfig, dim: int, depth: int, heads: int,
-                 rngs: nnx.Rngs) -> nnx.List:
+def _make_blocks(cfg: ModelConfig, dim: int, depth: int, heads: int, rngs: nnx.Rngs,
+                 kernel_init=_xavier) -> nnx.List:
   rates = np.linspace(0.0, cfg.drop_path_rate, depth)
-  return nnx.List([Block(cfg, dim, heads, float(r), rngs=rngs) for r in rates])
+  return nnx.List([Block(cfg, dim, heads, float(r), rngs=rngs, kernel_init=kernel_init)
+                   for r in rates])
 
 
 def _run_blocks(blocks: nnx.List, x: Array, deterministic: bool, remat: bool) -> Array:
@@ -385,13 +412,19 @@ def _run_blocks(blocks: nnx.List, x: Array, deterministic: bool, remat: bool) ->
 
 
 class Encoder(nnx.Module):
-  """ViT encoder over (visible) tubelet tokens; also the backbone for finetuning."""
+  """ViT encoder over (visible) tubelet tokens; also the classifier's backbone.
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+  `final_norm=False` (the classifier, as VideoMAE's mean-pooling finetune model) leaves out the
+  final LayerNorm: the pooled tokens are normalised by the classifier's `fc_norm` instead.
+  """
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, final_norm: bool = True,
+               kernel_init=_xavier):
     self.config = cfg
     self.patch_embed = PatchEmbed(cfg, cfg.encoder_dim, rngs=rngs)
-    self.blocks = _make_blocks(cfg, cfg.encoder_dim, cfg.encoder_depth, cfg.encoder_heads, rngs)
-    self.norm = _layer_norm(cfg, cfg.encoder_dim, rngs)
+    self.blocks = _make_blocks(cfg, cfg.encoder_dim, cfg.encoder_depth, cfg.encoder_heads, rngs,
+                               kernel_init)
+    self.norm = _layer_norm(cfg, cfg.encoder_dim, rngs) if final_norm else None
 
   def __call__(self, video: Array, visible: Array | None = None, *,
                deterministic: bool = True) -> Array:
@@ -403,7 +436,7 @@ class Encoder(nnx.Module):
     pos = jnp.asarray(sinusoid_table(cfg.num_patches, cfg.encoder_dim))
     x = self.patch_embed(video, visible) + (pos if visible is None else pos[visible])
     x = _run_blocks(self.blocks, x, deterministic, cfg.remat)
-    return self.norm(x)
+    return x if self.norm is None else self.norm(x)
 
 
 class Decoder(nnx.Module):
@@ -465,12 +498,67 @@ class MaskedAutoencoder(nnx.Module):
     return self.encoder(video, visible, deterministic=deterministic)
 
 
-def from_params(model_cfg: ModelConfig, params) -> MaskedAutoencoder:
-  """A model holding `params` (our pure-dict layout), built without random initialisation.
+class VideoClassifier(nnx.Module):
+  """VideoMAE's finetuning model: encoder on all tokens -> mean pool -> fc_norm -> head.
+
+  As `modeling_finetune.VisionTransformer(use_mean_pooling=True)`: the encoder has no final norm
+  (a pretrained `encoder/norm` is not carried into `fc_norm`, which starts at ones/zeros), the
+  Linear layers of a model trained from scratch start trunc-normal(0.02) and the head is scaled
+  by `head_init_scale`. Drop path as in pretraining; dropout `head_dropout` before the head.
+  """
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    if config.num_classes < 1:
+      raise ValueError('VideoClassifier needs num_classes >= 1')
+    self.config = config
+    self.encoder = Encoder(config, rngs=rngs, final_norm=False,
+                           kernel_init=_finetune_kernel_init)
+    self.fc_norm = _layer_norm(config, config.encoder_dim, rngs)
+    self.head_dropout = nnx.Dropout(config.head_dropout,
+                                    rngs=rngs if config.head_dropout > 0 else None)
+    scale = config.head_init_scale
+    self.head = nnx.Linear(
+        config.encoder_dim, config.num_classes, dtype=jnp.float32, param_dtype=jnp.float32,
+        kernel_init=lambda *a, **k: _finetune_kernel_init(*a, **k) * scale,
+        bias_init=_zeros, rngs=rngs)
+
+  def features(self, video: Array, *, deterministic: bool = True) -> Array:
+    """Pooled features after fc_norm, float32 [B, encoder_dim] (what the head reads)."""
+    x = self.encoder(video, deterministic=deterministic)
+    return self.fc_norm(jnp.mean(x.astype(jnp.float32), axis=1))
+
+  def __call__(self, video: Array, *, deterministic: bool = True) -> Array:
+    """video float [B, T, H, W, C], ImageNet-normalised -> logits float32 [B, num_classes]."""
+    x = self.head_dropout(self.features(video, deterministic=deterministic),
+                          deterministic=deterministic)
+    return self.head(x)
+
+
+def make_model(model_cfg: ModelConfig, rngs: nnx.Rngs) -> MaskedAutoencoder | VideoClassifier:
+  """The model a config describes: the classifier if num_classes > 0, else the autoencoder."""
+  if model_cfg.num_classes > 0:
+    return VideoClassifier(model_cfg, rngs=rngs)
+  return MaskedAutoencoder(model_cfg, rngs=rngs)
+
+
+def pooled_features(model, video: Array) -> Array:
+  """Frozen-encoder features float32 [B, encoder_dim] of either model (linear probe, kNN).
+
+  Autoencoder: the encoder's tokens (after its final norm) on the unmasked clip, mean-pooled.
+  Classifier: what its head reads (mean-pooled, then fc_norm).
+  """
+  if isinstance(model, VideoClassifier):
+    return model.features(video)
+  return jnp.mean(model.encoder(video).astype(jnp.float32), axis=1)
+
+
+def from_params(model_cfg: ModelConfig, params) -> MaskedAutoencoder | VideoClassifier:
+  """The model (`make_model`) holding `params` (our pure-dict layout), built without random
+  initialisation.
 
   Raises ValueError if `params` leaves any variable unset or does not fit `model_cfg`.
   """
-  model = nnx.eval_shape(lambda: MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: make_model(model_cfg, nnx.Rngs(0)))
   state = nnx.state(model, nnx.Param)
   expected = dict(jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0])
   wrong = [f'{jax.tree_util.keystr(p)}: {np.shape(v)} != {expected[p].shape}'

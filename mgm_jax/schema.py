@@ -2,7 +2,10 @@
 
 `defaults()` is the paper's pretraining recipe (MGM, Appendix A, Table 5: ViT-B, 16 x 224^2,
 motion-guided masks at ratio 0.75, AdamW (0.9, 0.95), base lr 1.5e-4 x batch / 256, 40 warmup
-epochs, cosine). An experiment file in configs/ starts from it and overrides only what differs:
+epochs, cosine). `model.num_classes > 0` turns the same run into finetuning (the classifier,
+trained on labels; Table 6): the fields marked "finetuning" apply then, at VideoMAE's values,
+and `finetune_defaults()` sets the rest of the finetuning recipe. An experiment file in
+configs/ starts from one of them and overrides only what differs:
 
     from mgm_jax import schema
 
@@ -32,6 +35,7 @@ RESUMABLE = (
     "model.remat", "model.attention_impl",
     "data.root", "data.list_file", "data.prepared_dir", "data.num_threads", "data.num_workers",
     "data.prefetch", "data.max_skipped_fraction", "data.max_consecutive_failures",
+    "init", "init_step", "eval",
 )
 
 
@@ -46,6 +50,12 @@ def defaults() -> ml_collections.ConfigDict:
   c.resume_step = -1  # -1: resume from the latest checkpoint; N: from step N (later ones are
   #                     set aside as <step>.set-aside-<time>, not deleted)
   c.restore_fallback = False  # latest checkpoint unreadable: resume from the newest good one
+  # Finetuning: the weights to start from (a fresh run only; a resumed run reads its checkpoint):
+  # a mgm-jax workdir (pretraining or finetuning), a Hugging Face VideoMAE folder, an official
+  # VideoMAE .pth (pretrain or finetune), or "" (random init). Its encoder must match model.*
+  # in width and depth; frames and image size may differ (the position table is rebuilt).
+  c.init = ""
+  c.init_step = -1  # init is a workdir: its checkpoint at this step (-1: the latest)
 
   # Device mesh: data-parallel x FSDP (parameters sharded by shape); -1 = all remaining devices.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
@@ -60,6 +70,9 @@ def defaults() -> ml_collections.ConfigDict:
       dtype="bfloat16",  # compute dtype: float32 | bfloat16 (parameters stay float32)
       remat=False,  # rematerialise each block in the backward pass (memory for compute)
       attention_impl="",  # "" (XLA) | xla | cudnn (fused attention on NVIDIA GPUs, bfloat16)
+      num_classes=0,  # 0: pretrain the autoencoder; > 0: finetune the classifier on labels
+      head_init_scale=0.001,  # finetuning: classifier head init = trunc-normal(0.02) x this
+      head_dropout=0.0,  # finetuning: dropout before the head (VideoMAE fc_drop_rate)
   ))
   c.mask = ml_collections.ConfigDict(dict(
       strategy="mgm",  # random | tube | block | smm | smm_sparse | mgm | mgm_sparse
@@ -68,6 +81,15 @@ def defaults() -> ml_collections.ConfigDict:
   ))
   c.loss = ml_collections.ConfigDict(dict(
       norm_pix=True,  # VideoMAE's per-patch normalised pixel target (False: raw [0, 1] pixels)
+      label_smoothing=0.1,  # finetuning: cross-entropy label smoothing
+  ))
+  # Finetuning: mixup / cutmix on device, one lambda per (micro-)batch, clips mixed with the batch
+  # reversed, one cutmix box for every frame (timm Mixup, mode "batch", as VideoMAE).
+  c.mixup = ml_collections.ConfigDict(dict(
+      mixup_alpha=0.8,  # Beta(a, a) of mixup; 0 = off
+      cutmix_alpha=1.0,  # Beta(a, a) of cutmix; 0 = off
+      prob=1.0,  # probability that a batch is mixed at all
+      switch_prob=0.5,  # with both on: probability of cutmix instead of mixup
   ))
   c.data = ml_collections.ConfigDict(dict(
       # synthetic: generated H.264 videos | list: a VideoMAE list file ('path label' lines) |
@@ -84,8 +106,17 @@ def defaults() -> ml_collections.ConfigDict:
       synthetic=ml_collections.ConfigDict(dict(  # synthetic: input_pipeline.synthetic.make_video
           height=128, width=160, num_frames=32)),
       stride=2,  # frame sampling stride (SSv2: 2, K400: 4)
+      # window: num_frames frames `stride` apart | segments: one frame from each of num_frames
+      # equal segments (TSN; VideoMAE's SSv2 finetuning and test). Evaluation uses the same.
+      sampling="window",
+      # multi_scale: VideoMAE pretraining's crop (`scales`) | random_resized: its finetuning crop
+      # (area 0.08-1, aspect 3/4-4/3)
+      crop="multi_scale",
       scales=(1.0, 0.875, 0.75, 0.66),  # multi-scale crop scales (VideoMAE)
       flip=False,  # random horizontal flip (off for SSv2: its labels depend on left/right)
+      rand_augment_ops=0,  # finetuning: RandAugment ops per clip (VideoMAE: 4; 0 = off), the
+      rand_augment_magnitude=7,  # same ops and magnitudes on every frame (magnitude std 0.5)
+      erase_prob=0.0,  # finetuning: random erasing per frame (VideoMAE: 0.25)
       motion="auto",  # mv | frame_diff | auto (vectors where the codec has them)
       compensate_camera=False,  # subtract each frame's dominant motion before the magnitude
       repeats=1,  # repeated sampling: crops and masks per decoded video
@@ -103,12 +134,51 @@ def defaults() -> ml_collections.ConfigDict:
       b1=0.9, b2=0.95,  # AdamW betas
       weight_decay=0.05,  # on weight matrices only (not biases, norms, mask token)
       grad_clip=0.0,  # global-norm clipping; 0 = off (VideoMAE pretraining)
+      layer_decay=1.0,  # finetuning: lr x layer_decay ** (depth + 1 - layer); 1 = off
+      ema_decay=0.0,  # > 0: keep an EMA of the parameters (evaluated instead of them)
+  ))
+  # Evaluation of a classifier (model.num_classes > 0): single-view validation during training
+  # (centre window / segment centres, centre crop), and the multi-view test at the end (VideoMAE:
+  # temporal x spatial views, softmax averaged per video) written to <workdir>/eval/.
+  c.eval = ml_collections.ConfigDict(dict(
+      split="validation",  # the labelled split evaluated (SSv2 / K400: validation = the test)
+      every_steps=0,  # single-view validation every N steps (and at the end); 0 = end only
+      num_videos=0,  # validation on the first N videos of the split; 0 = all
+      batch_size=8,  # videos per evaluation step (all processes); each brings all its views
+      temporal_views=2,  # multi-view test: clips in time (VideoMAE: SSv2 2, others 5) ...
+      spatial_views=3,  # ... times crops along the long side (VideoMAE: 3)
+      final_test=True,  # run the multi-view test after training
   ))
 
   c.log_every = 50  # steps between metric lines (and non-finite / error-budget checks)
   c.image_every = 5000  # steps between reconstruction images; 0 = never
   c.checkpoint_every = 1000  # steps between checkpoints (also saved at the end and on SIGTERM)
   c.keep_checkpoints = 3  # newest checkpoints kept
+  return c
+
+
+def finetune_defaults(num_classes: int) -> ml_collections.ConfigDict:
+  """The finetuning recipe shared by every data set (MGM Table 6 and VideoMAE's scripts).
+
+  The classifier (`num_classes`) from ViT-B, AdamW (0.9, 0.999), weight decay 0.05, cosine to
+  1e-6, drop path 0.1, layer decay 0.75, 5 warmup epochs, RandAugment m7 n4, random erasing
+  0.25, mixup 0.8 / cutmix 1.0, label smoothing 0.1, VideoMAE's finetune crop, evaluation every
+  2000 steps. The per-data-set columns of Table 6 (base lr, layer decay, repeated augmentation,
+  warmup, epochs, flip, drop path, sampling) are set by each configs/*_finetune.py.
+
+  `batch_size` counts clips: with `data.repeats` = R, a batch holds batch_size / R videos with R
+  augmented clips each, and the lr scales with batch_size / 256. VideoMAE's lr scaling counts
+  videos (its num_sample clips of one video are extra), so a config with R = 2 halves base_lr
+  to match VideoMAE's lr at the same number of videos per step (see configs/ssv2_finetune.py).
+  """
+  c = defaults()
+  c.epochs = 30
+  c.batch_size = 128
+  c.model.update(num_classes=num_classes, drop_path_rate=0.1)
+  c.data.update(crop="random_resized", rand_augment_ops=4, erase_prob=0.25)
+  c.optim.update(base_lr=1e-3, min_lr=1e-6, warmup_epochs=5.0, b2=0.999, layer_decay=0.75)
+  c.checkpoint_every = 500
+  c.eval.every_steps = 2000
   return c
 
 

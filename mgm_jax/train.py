@@ -1,8 +1,11 @@
-"""The pretraining loop: mesh -> data -> model -> shard -> step -> checkpoint -> loop.
+"""The training loop: mesh -> data -> model -> shard -> step -> checkpoint -> eval -> loop.
 
 `train(config, workdir)` runs on one CPU, a GPU box or every host of a TPU pod (one process per
 host, each loading its share of every global batch). `setup` builds everything in that order
-and restores the workdir's checkpoint; `loop` trains. What a run promises:
+and restores the workdir's checkpoint; `loop` trains. One loop for both tasks: the config's
+model decides (`model.num_classes` 0: pretrain the masked autoencoder; > 0: finetune the
+classifier from `config.init`, validate every `eval.every_steps` keeping the best checkpoint in
+<workdir>/best, and run the multi-view test at the end into <workdir>/eval). What a run promises:
 
 - It refuses a workdir that another run holds or that belongs to another config, before
   writing anything (`workdir.py`).
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -31,6 +35,7 @@ from flax import nnx
 import grain
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import numpy as np
 
 from input_pipeline import datasets
@@ -40,7 +45,9 @@ from mgm_jax import checkpoint as checkpoint_lib
 from mgm_jax import masking
 from mgm_jax import metrics as metrics_lib
 from mgm_jax import model as model_lib
+from mgm_jax import evaluate as evaluate_lib
 from mgm_jax import optim
+from mgm_jax import pretrained
 from mgm_jax import reconstruct
 from mgm_jax import sharding as sharding_lib
 from mgm_jax import train_step as step_lib
@@ -56,31 +63,56 @@ class SkippedVideosError(RuntimeError):
   pass
 
 
-def make_source(config, logdir: str):
-  """config.data.source (one of `sources.KINDS`) -> a random-access source of video records."""
+def make_source(config, logdir: str, split: str | None = None):
+  """config.data.source (one of `sources.KINDS`) -> a random-access source of video records.
+
+  `split` (default data.split) picks another split of the same data: for a list source, the
+  list file `<split>.txt` beside data.list_file; for synthetic data, a set generated with
+  another seed under `<root>_<split>` (eval.num_videos videos, or as many as for training).
+  """
   d = config.data
+  split = split or d.split
   if d.source == "synthetic":
     root = d.root or os.path.join(logdir, "synthetic_videos")
-    return sources.synthetic_source(root, d.num_synthetic_videos, seed=config.seed,
+    if split == d.split:
+      return sources.synthetic_source(root, d.num_synthetic_videos, seed=config.seed,
+                                      **dict(d.synthetic))
+    return sources.synthetic_source(f"{root}_{split}",
+                                    config.eval.num_videos or d.num_synthetic_videos,
+                                    seed=config.seed + 1 + sum(map(ord, split)),
                                     **dict(d.synthetic))
   if d.source == "prepared":
-    return sources.PreparedSource(d.prepared_dir, d.split, d.dataset or None)
+    return sources.PreparedSource(d.prepared_dir, split, d.dataset or None)
   if d.source == "raw":
-    index = datasets.load(d.dataset, d.root, d.split, fold=d.fold)
+    index = datasets.load(d.dataset, d.root, split, fold=d.fold)
     if index.missing:
       logging.warning("%s: %d listed videos are missing, e.g. %s", index.summary(),
                       len(index.missing), index.missing[:5])
     return datasets.IndexSource(index)
-  return sources.ListSource(d.list_file, d.root or None)
+  list_file = d.list_file
+  if split != d.split:
+    list_file = os.path.join(os.path.dirname(d.list_file), f"{split}.txt")
+  return sources.ListSource(list_file, d.root or None)
 
 
 def clip_spec(config, train: bool = True) -> pipeline.ClipSpec:
   m, d = config.model, config.data
   return pipeline.ClipSpec(
-      num_frames=m.num_frames, stride=d.stride, size=m.img_size, scales=tuple(d.scales),
-      flip=d.flip, train=train, motion=d.motion, compensate_camera=d.compensate_camera,
-      repeats=d.repeats, mask_strategy=config.mask.strategy, mask_ratio=config.mask.ratio,
-      mask_jitter=config.mask.jitter, tubelet=m.tubelet, patch=m.patch)
+      num_frames=m.num_frames, stride=d.stride, sampling=d.sampling, size=m.img_size,
+      crop=d.crop, scales=tuple(d.scales), flip=d.flip, rand_augment_ops=d.rand_augment_ops,
+      rand_augment_magnitude=d.rand_augment_magnitude, erase_prob=d.erase_prob, train=train,
+      motion=d.motion, compensate_camera=d.compensate_camera, repeats=d.repeats,
+      mask_strategy=None if m.num_classes > 0 else config.mask.strategy,
+      mask_ratio=config.mask.ratio, mask_jitter=config.mask.jitter, tubelet=m.tubelet,
+      patch=m.patch)
+
+
+def class_names(source) -> list[str] | None:
+  """The source's class names where it knows them (prepared shards, raw data sets)."""
+  names = getattr(source, "class_names", None)
+  if names is None and hasattr(source, "index"):
+    names = source.index.class_names
+  return list(names) if names is not None else None
 
 
 @dataclasses.dataclass
@@ -95,9 +127,12 @@ class Run:
   state: dict
   step: int
   train_step: Callable
-  predict_first: Callable
+  predict_first: Callable | None  # the autoencoder's reconstruction image
   to_global: Callable
   ckpt: checkpoint_lib.Checkpointer
+  validate: Callable | None  # the classifier's single-view validation: params -> metrics
+  forward: Callable | None  # the classifier's eval forward pass (multi-view test)
+  batch_keys: tuple[str, ...] = ("frames", "mask")
 
 
 def setup(config, workdir: str, logdir: str) -> Run:
@@ -126,13 +161,16 @@ def setup(config, workdir: str, logdir: str) -> Run:
 
   # --- Model and optimizer.
   model_cfg = model_lib.model_config_from(config.model)
-  model = model_lib.MaskedAutoencoder(model_cfg, rngs=nnx.Rngs(config.seed))
-  num_masked = masking.num_masked(config.mask.strategy, model_cfg.grid, config.mask.ratio)
+  model = model_lib.make_model(model_cfg, nnx.Rngs(config.seed))
+  is_classifier = model_cfg.num_classes > 0
+  num_masked = (0 if is_classifier else
+                masking.num_masked(config.mask.strategy, model_cfg.grid, config.mask.ratio))
   schedule = optim.make_schedule(config.optim, config.batch_size, steps_per_epoch, total_steps)
-  optimizer = optim.make_optimizer(config.optim, schedule)
+  optimizer = optim.for_model(config.optim, model_cfg, schedule, pretrained.nnx_params(model))
+  ema = config.optim.ema_decay > 0
 
   # --- Shard.
-  abstract = jax.eval_shape(lambda: optim.init_state(model, optimizer))
+  abstract = jax.eval_shape(lambda: optim.init_state(model, optimizer, ema))
   shardings = step_lib.state_shardings(abstract, mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
 
@@ -154,25 +192,52 @@ def setup(config, workdir: str, logdir: str) -> Run:
     logging.info("resumed from step %d", step)
   else:
     step = 0
-    state = jax.device_put(optim.init_state(model, optimizer), shardings)
+    if is_classifier:  # a fresh finetuning run starts from config.init's weights
+      params = pretrained.initial_params(config, model_cfg, pretrained.nnx_params(model))
+      weights = nnx.state(model, nnx.Param)
+      nnx.replace_by_pure_dict(weights, jax.tree.map(jnp.asarray, params))
+      nnx.update(model, weights)
+    state = jax.device_put(optim.init_state(model, optimizer, ema), shardings)
 
   # --- Step.
+  classify = None
+  if is_classifier:
+    classify = step_lib.ClassifyLoss(
+        num_classes=model_cfg.num_classes, label_smoothing=config.loss.label_smoothing,
+        mixup_alpha=config.mixup.mixup_alpha, cutmix_alpha=config.mixup.cutmix_alpha,
+        mix_prob=config.mixup.prob, switch_prob=config.mixup.switch_prob)
   train_step = step_lib.make_train_step(
       model, optimizer, schedule, num_masked=num_masked, accum_steps=config.accum_steps,
-      norm_pix=config.loss.norm_pix, seed=config.seed, mesh=mesh, shardings=shardings)
+      norm_pix=config.loss.norm_pix, classify=classify, ema_decay=config.optim.ema_decay,
+      seed=config.seed, mesh=mesh, shardings=shardings)
   graphdef, _, rest = nnx.split(model, nnx.Param, ...)
 
   def _predict_first(params, frames, mask):  # for the reconstruction image
     x, _ = model_lib.normalize(frames[:1])
     return nnx.merge(graphdef, params, rest)(x, mask[:1], num_masked=num_masked)[0]
 
+  # --- Eval (classifier): single-view validation on eval.split.
+  forward = validate_fn = None
+  if is_classifier:
+    forward = evaluate_lib.make_forward(model, mesh)
+    val_source = make_source(config, logdir, config.eval.split)
+    names = class_names(val_source)
+
+    def validate_fn(params):
+      preds = evaluate_lib.predict(
+          forward, params, val_source, evaluate_lib.eval_spec(config), mesh,
+          batch_size=config.eval.batch_size, num_videos=config.eval.num_videos,
+          num_threads=d.num_threads)
+      return evaluate_lib.metrics(preds, names)
+
   return Run(config=config, mesh=mesh, spec=spec, data_iter=data_iter, total_steps=total_steps,
              model_cfg=model_cfg, state=state, step=int(step), train_step=train_step,
-             predict_first=jax.jit(_predict_first,
-                                   out_shardings=sharding_lib.replicated(mesh)),
+             predict_first=None if is_classifier else jax.jit(
+                 _predict_first, out_shardings=sharding_lib.replicated(mesh)),
              to_global=lambda local: jax.make_array_from_process_local_data(batch_sharding,
                                                                             local),
-             ckpt=ckpt)
+             ckpt=ckpt, validate=validate_fn, forward=forward,
+             batch_keys=step_lib.batch_keys(model))
 
 
 class _Preemption:
@@ -250,6 +315,7 @@ def loop(run: Run, logdir: str, *, stop_after: int | None = None) -> dict:
                                      resume_step=first_step)
   preemption = _Preemption(single_process=jax.process_count() == 1)
   guards = _Guards(config, ckpt)
+  best = _Best(run, writer) if run.validate is not None else None
   state, last = run.state, {}
   tic, clips_since = time.perf_counter(), 0
   try:
@@ -257,8 +323,8 @@ def loop(run: Run, logdir: str, *, stop_after: int | None = None) -> dict:
       batch = pipeline.flatten_repeats(next(run.data_iter))
       guards.skipped += int(batch["skipped"])
       guards.attempted += int(batch["skipped"]) + batch["frames"].shape[0] // run.spec.repeats
-      frames, mask = run.to_global(batch["frames"]), run.to_global(batch["mask"])
-      state, metrics = run.train_step(state, {"frames": frames, "mask": mask})
+      inputs = {k: run.to_global(batch[k]) for k in run.batch_keys}
+      state, metrics = run.train_step(state, inputs)
       step += 1
       clips_since += config.batch_size
       guards.pending.append((step, metrics))
@@ -277,8 +343,13 @@ def loop(run: Run, logdir: str, *, stop_after: int | None = None) -> dict:
         writer.progress(step, {k: v for k, v in last.items() if k != "clips_per_s"},
                         last["clips_per_s"])
         tic, clips_since = time.perf_counter(), 0
-      if config.image_every and (step % config.image_every == 0 or is_last):
-        pred = jax.device_get(run.predict_first(state["params"], frames, mask))
+      if run.validate is not None and (is_last or (config.eval.every_steps and
+                                                   step % config.eval.every_steps == 0)):
+        best.validate(step, state)
+      if (run.predict_first is not None and config.image_every
+          and (step % config.image_every == 0 or is_last)):
+        pred = jax.device_get(run.predict_first(state["params"], inputs["frames"],
+                                                inputs["mask"]))
         if pid == 0:
           writer.write_image(step, "reconstruction", reconstruct.reconstruction_panel(
               batch["frames"][0], batch["mask"][0], pred, tubelet=run.model_cfg.tubelet,
@@ -288,10 +359,80 @@ def loop(run: Run, logdir: str, *, stop_after: int | None = None) -> dict:
         logging.warning("stopping early: saved step %d, exiting", step)
         break
     ckpt.wait()  # a failed last save raises here, while the run can still say so
+    run.state, run.step = state, step  # the input state was donated to the first step
   finally:
     preemption.close()
     writer.close()
+    if best is not None:
+      best.close()
   return last
+
+
+def eval_params(state: dict):
+  """What a classifier is evaluated with: the parameters' EMA if the run keeps one."""
+  return state["ema"] if "ema" in state else state["params"]
+
+
+class _Best:
+  """Single-view validation results and the best checkpoint so far, in <workdir>/best.
+
+  <workdir>/best/<step> holds the whole train state of the step with the highest validation
+  top-1 (one kept) and best.json its metrics; a resumed run continues from best.json.
+  """
+
+  def __init__(self, run: Run, writer: metrics_lib.MetricsWriter):
+    self._run, self._writer = run, writer
+    self._dir = epath.Path(run.ckpt.directory).parent / "best"
+    self._ckpt = checkpoint_lib.Checkpointer(self._dir, keep=1, every_steps=1,
+                                             async_save=False)
+    info = self._dir / "best.json"
+    self.top1 = json.loads(info.read_text())["top1"] if info.exists() else -1.0
+
+  def validate(self, step: int, state: dict) -> dict:
+    tic = time.perf_counter()
+    m = self._run.validate(eval_params(state))
+    scalars = {"val_top1": m["top1"], "val_top5": m["top5"], "val_failed": m["failed"],
+               "val_seconds": time.perf_counter() - tic}
+    self._writer.write(step, scalars)
+    logging.info("step %d: validation top-1 %.4f, top-5 %.4f over %d videos (%d failed)%s",
+                 step, m["top1"], m["top5"], m["videos"], m["failed"],
+                 "; new best" if m["top1"] > self.top1 else "")
+    if m["top1"] > self.top1:
+      self.top1 = m["top1"]
+      self._ckpt.save(step, state, force=True)
+      self._ckpt.wait()
+      if jax.process_index() == 0:
+        record = {"step": step, **{k: v for k, v in m.items() if k != "per_class"}}
+        tmp = self._dir / f"best.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(self._dir / "best.json")
+    return m
+
+  def close(self):
+    self._ckpt.close()
+
+
+def test(run: Run, state: dict, logdir: str, out_dir: str) -> dict:
+  """VideoMAE's multi-view test of `state` on eval.split; writes the report to `out_dir`."""
+  config = run.config
+  e = config.eval
+  source = make_source(config, logdir, e.split)
+  names = class_names(source)
+  spec = evaluate_lib.eval_spec(config, e.temporal_views, e.spatial_views)
+  tic = time.perf_counter()
+  preds = evaluate_lib.predict(run.forward, eval_params(state), source, spec, run.mesh,
+                               batch_size=e.batch_size, num_threads=config.data.num_threads)
+  results = evaluate_lib.metrics(preds, names)
+  seconds = time.perf_counter() - tic
+  if jax.process_index() == 0:
+    evaluate_lib.write_report(out_dir, preds, results, names, extra={
+        "step": int(jax.device_get(state["step"])), "split": e.split,
+        "temporal_views": e.temporal_views, "spatial_views": e.spatial_views,
+        "seconds": seconds, "views_per_second": len(preds.index) * spec.num_views / seconds})
+  logging.info("multi-view test (%dx%d views) on %s: top-1 %.4f, top-5 %.4f over %d videos "
+               "(%d failed) -> %s", e.temporal_views, e.spatial_views, e.split, results["top1"],
+               results["top5"], results["videos"], results["failed"], out_dir)
+  return results
 
 
 def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
@@ -309,6 +450,11 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
     try:
       if is_main:  # only once the checkpoint (if any) restored: it belongs to this config
         workdir_lib.write_config(workdir, config)
-      return loop(run, logdir, stop_after=stop_after)
+      last = loop(run, logdir, stop_after=stop_after)
+      if run.forward is not None and config.eval.final_test and run.step == run.total_steps:
+        results = test(run, run.state, logdir, os.path.join(
+            logdir, "eval", f"{config.eval.split}-step{run.step}"))
+        last.update(test_top1=results["top1"], test_top5=results["top5"])
+      return last
     finally:
       run.ckpt.close()

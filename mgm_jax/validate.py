@@ -127,6 +127,8 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
                     ("num_threads", 0), ("num_workers", 0), ("prefetch", 0),
                     ("max_consecutive_failures", 1)):
     _at_least(f"data.{name}", d[name], low)
+  _choice("data.sampling", d.sampling, ("window", "segments"))
+  _choice("data.crop", d.crop, ("multi_scale", "random_resized"))
   if not d.scales or not all(0.0 < s <= 1.0 for s in d.scales):
     _fail("data.scales", f"{tuple(d.scales)}: give one or more crop scales in (0, 1]")
   if not 0.0 <= d.max_skipped_fraction <= 1.0:
@@ -157,6 +159,48 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
     if not 0.0 <= o[name] < 1.0:
       _fail(f"optim.{name}", f"{o[name]} must lie in [0, 1)")
 
+  _at_least("optim.layer_decay", o.layer_decay, 0)
+  if not 0.0 < o.layer_decay <= 1.0:
+    _fail("optim.layer_decay", f"{o.layer_decay} must lie in (0, 1] (1 = off)")
+  if not 0.0 <= o.ema_decay < 1.0:
+    _fail("optim.ema_decay", f"{o.ema_decay} must lie in [0, 1) (0 = off)")
+
+  _validate_finetuning(config, num_devices, num_processes)
+
   for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
     _at_least(name, config[name], 1)
   _at_least("image_every", config.image_every, 0)
+
+
+def _validate_finetuning(config, num_devices: int, num_processes: int) -> None:
+  """The fields that apply to the classifier (model.num_classes > 0)."""
+  m, d, e = config.model, config.data, config.eval
+  _at_least("model.num_classes", m.num_classes, 0)
+  if not 0.0 <= m.head_dropout < 1.0:
+    _fail("model.head_dropout", f"{m.head_dropout} must lie in [0, 1)")
+  if not m.head_init_scale > 0:
+    _fail("model.head_init_scale", f"{m.head_init_scale} must be > 0")
+  _at_least("data.rand_augment_ops", d.rand_augment_ops, 0)
+  if not 0 <= d.rand_augment_magnitude <= 10:
+    _fail("data.rand_augment_magnitude", f"{d.rand_augment_magnitude} must lie in [0, 10]")
+  if not 0.0 <= d.erase_prob <= 1.0:
+    _fail("data.erase_prob", f"{d.erase_prob} must lie in [0, 1]")
+  if not 0.0 <= config.loss.label_smoothing < 1.0:
+    _fail("loss.label_smoothing", f"{config.loss.label_smoothing} must lie in [0, 1)")
+  x = config.mixup
+  for name in ("mixup_alpha", "cutmix_alpha"):
+    _at_least(f"mixup.{name}", x[name], 0)
+  for name in ("prob", "switch_prob"):
+    if not 0.0 <= x[name] <= 1.0:
+      _fail(f"mixup.{name}", f"{x[name]} must lie in [0, 1]")
+  if config.init and m.num_classes == 0:
+    _fail("init", "applies to finetuning only (set model.num_classes > 0)")
+  _at_least("init_step", config.init_step, -1)
+  for name in ("every_steps", "num_videos"):
+    _at_least(f"eval.{name}", e[name], 0)
+  for name in ("batch_size", "temporal_views", "spatial_views"):
+    _at_least(f"eval.{name}", e[name], 1)
+  if m.num_classes > 0 and e.batch_size % num_devices:
+    _fail("eval.batch_size", f"{e.batch_size} is not divisible by the {num_devices} devices")
+  if m.num_classes > 0 and e.batch_size % num_processes:
+    _fail("eval.batch_size", f"{e.batch_size} is not divisible by {num_processes} processes")

@@ -99,12 +99,18 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
 
 
 def config_differences(saved, config) -> list[str]:
-  """'field: saved -> now' for every field that defines the run and differs."""
+  """'field: saved -> now' for every field that defines the run and differs.
+
+  A field the saved config lacks (added to the schema after that run started) is no difference
+  while it holds its default, which keeps the behaviour the run had.
+  """
   old = _flatten(json.loads(saved.to_json()))
   new = _flatten(json.loads(config.to_json()))
+  default = _flatten(json.loads(schema.defaults().to_json()))
   return [f"{f}: {old.get(f, '<absent>')!r} -> {new.get(f, '<absent>')!r}"
           for f in sorted(set(old) | set(new))
-          if not _resumable(f) and old.get(f) != new.get(f)]
+          if not _resumable(f) and old.get(f) != new.get(f)
+          and not (f not in old and f in default and new.get(f) == default[f])]
 
 
 def check_resumable(workdir: str, config) -> None:

@@ -224,3 +224,71 @@ def test_bad_sizes_raise(size):
     transforms.multi_scale_crop(clip, size, np.random.default_rng(0))
   with pytest.raises(ValueError, match="size"):
     transforms.center_crop(clip, size)
+
+
+def test_resized_crop_box_statistics_are_within_range():
+  scale, ratio = (0.08, 1.0), (0.75, 1.3333)
+  areas, aspects = [], []
+  for seed in range(300):
+    top, left, h, w = transforms.resized_crop_box((240, 320), np.random.default_rng(seed))
+    assert 0 <= top <= 240 - h and 0 <= left <= 320 - w and h > 0 and w > 0
+    areas.append(h * w / (240 * 320))
+    aspects.append(w / h)
+  areas, aspects = np.array(areas), np.array(aspects)
+  # Rounding each side to whole pixels moves the area and the aspect slightly.
+  assert areas.min() >= scale[0] * 0.9 and areas.max() <= scale[1]
+  assert aspects.min() >= ratio[0] * 0.97 and aspects.max() <= ratio[1] * 1.03
+  # Area uniform in [0.08, 1] (mean 0.54; large tall boxes do not fit a 240 x 320 frame and are
+  # redrawn, so lower: 0.46 here); log-uniform aspect: about half the boxes are wider than tall.
+  assert 0.40 < areas.mean() < 0.54
+  assert 0.40 < (aspects > 1).mean() < 0.70
+  assert areas.max() > 0.9 and areas.min() < 0.15
+  # The ratio is width / height: an asymmetric range only gives wide boxes.
+  for seed in range(50):
+    _, _, h, w = transforms.resized_crop_box((240, 320), np.random.default_rng(seed),
+                                             ratio=(1.5, 2.0))
+    assert 1.5 * 0.97 <= w / h <= 2.0 * 1.03
+
+
+@pytest.mark.parametrize("image_hw, expected", [
+    ((64, 200), (0, 57, 64, 85)),  # too wide: full height, w = round(64 * 1.3333)
+    ((200, 64), (57, 0, 85, 64)),  # too tall: full width, h = round(64 / 0.75)
+    ((96, 100), (0, 0, 96, 100)),  # aspect within range: the whole frame
+])
+def test_resized_crop_box_falls_back_to_a_central_crop(image_hw, expected):
+  # An area above the frame's never fits, so every attempt fails.
+  box = transforms.resized_crop_box(image_hw, np.random.default_rng(0), scale=(2.0, 3.0))
+  assert box == expected
+
+
+def test_random_resized_crop_matches_pil_on_its_box_and_is_deterministic():
+  clip = _square_clip()
+  for seed in range(5):
+    out = transforms.random_resized_crop(clip, 64, np.random.default_rng(seed))
+    top, left, h, w = transforms.resized_crop_box((96, 128), np.random.default_rng(seed))
+    assert out.frames.shape == (4, 64, 64, 3) and out.magnitude.shape == (4, 8, 8)
+    ref = Image.fromarray(clip.frames[1]).resize(
+        (64, 64), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+    np.testing.assert_array_equal(out.frames[1], np.asarray(ref))
+    again = transforms.random_resized_crop(clip, 64, np.random.default_rng(seed))
+    np.testing.assert_array_equal(out.frames, again.frames)
+    np.testing.assert_array_equal(out.flow, again.flow)
+    moving = out.magnitude[0] > 0
+    if moving.any():
+      np.testing.assert_allclose(out.flow[0][moving][0], [_DX * 64 / w, _DY * 64 / h], rtol=1e-6)
+  outs = {transforms.random_resized_crop(clip, 64, np.random.default_rng(s)).frames.tobytes()
+          for s in range(10)}
+  assert len(outs) == 10
+
+
+@pytest.mark.parametrize("size", [64, (48, 80)])
+def test_random_resized_crop_keeps_motion_under_the_square(size):
+  clip = _square_clip()
+  checked = 0
+  for seed in range(40):
+    out = transforms.random_resized_crop(clip, size, np.random.default_rng(seed), scale=(0.3, 1.0))
+    if (out.frames.min(axis=-1) > 150).sum() < 64 * out.num_frames:
+      continue  # the square was (mostly) cropped away
+    _assert_motion_under_square(out)
+    checked += 1
+  assert checked >= 5
