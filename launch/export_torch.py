@@ -1,23 +1,38 @@
 r"""Exports a run's weights to PyTorch: HF transformers or the official VideoMAE layout.
 
     python launch/export_torch.py --workdir DIR [--step N] --out OUT --format hf|videomae \
-        [--overwrite] [--noverify] [--tolerance 1e-3]
+        [--overwrite] [--noverify] [--tolerance T] [--class_names FILE] [--weights auto]
+
+The run's config decides the model: a pretraining run (model.num_classes = 0) exports the
+autoencoder, a finetuning run (num_classes > 0) the classifier.
 
   hf:       OUT/config.json + OUT/model.safetensors, for
             `transformers.VideoMAEForPreTraining.from_pretrained(OUT)` (or `VideoMAEModel`),
-            under transformers 4.x and 5.x: the key names are those `save_pretrained` writes.
-  videomae: OUT/videomae_pretrain.{safetensors,pth} with MCG-NJU VideoMAE's pretraining names
-            (the .pth holds {"model": state dict}), plus OUT/model_config.json.
+            or `transformers.VideoMAEForVideoClassification.from_pretrained(OUT)` (use_mean_pooling,
+            id2label from the class names), under transformers 4.x and 5.x: the key names are
+            those `save_pretrained` writes.
+  videomae: OUT/videomae_pretrain.{safetensors,pth} with MCG-NJU VideoMAE's pretraining names,
+            or OUT/videomae_finetune.{safetensors,pth} with its finetuning names (what its
+            `run_class_finetuning.py --finetune` / `--eval` load); the .pth holds
+            {"model": state dict}; plus OUT/model_config.json.
+
+Class names (classifier): --class_names FILE (one name a line), else the run's
+class_names.txt, else class_<i>. --weights: auto (the EMA when the run keeps one, else the
+params), params or ema.
 
 OUT must be empty or absent. `--overwrite` first removes the weight and config files of either
 layout that OUT holds (and prints their names; other files stay), so that no stale weights are
 left beside the new ones.
 
-By default the export is checked: the written files are read back into transformers and one clip
-with an MGM mask goes through both frameworks (float32); the max abs differences of the encoder
-features and of the masked-token predictions are printed, and the command fails above
---tolerance. `--noverify` skips this. HF's decoder LayerNorm eps is fixed at 1e-5 (ours and
-VideoMAE's: 1e-6): the check prints the prediction difference this causes.
+By default the export is checked: the written files are read back into transformers (HF:
+`from_pretrained`, which must report no missing or unexpected key; videomae: the strict import
+of the .pth, then the HF mapping) and one random clip goes through both frameworks (float32).
+Autoencoder: with an MGM mask, the max abs differences of the encoder features and of the
+masked-token predictions are printed; HF's decoder LayerNorm eps is fixed at 1e-5 (ours and
+VideoMAE's: 1e-6) and the check prints the difference this causes. Classifier: the max abs
+difference of the logits (HF's fc_norm eps set to ours for the check; also printed as loaded,
+HF fixes it at 1e-5). The command fails above --tolerance (default 1e-3 for the autoencoder,
+1e-4 for the classifier). `--noverify` skips this.
 
 Expected failures (no run or checkpoint in --workdir, a non-empty OUT, a failed check) print one
 line to stderr and exit 1.
@@ -40,12 +55,23 @@ _OUT = flags.DEFINE_string('out', None, 'Output directory (empty or absent, or -
 _FORMAT = flags.DEFINE_enum('format', None, ['hf', 'videomae'], 'Layout to write.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Remove weight/config files already in --out.')
 _VERIFY = flags.DEFINE_bool('verify', True, 'Read the files back and compare numbers.')
-_TOLERANCE = flags.DEFINE_float('tolerance', 1e-3,
-                                'Largest max abs difference the check accepts.')
+_TOLERANCE = flags.DEFINE_float('tolerance', None, 'Largest max abs difference the check accepts '
+                                '(default 1e-3 autoencoder, 1e-4 classifier).')
+_CLASS_NAMES = flags.DEFINE_string('class_names', None, 'Classifier: a file with one class name '
+                                   'a line (default: the run\'s class_names.txt, else class_<i>).')
+_WEIGHTS = flags.DEFINE_enum('weights', 'auto', list(torch_io.WEIGHTS),
+                             'auto: the EMA if the run keeps one, else the params.')
 
 
 def _fail(message: str) -> None:
   sys.exit(f'export_torch: error: {message}')
+
+
+def _read_names(path: str | None) -> list[str] | None:
+  if path is None:
+    return None
+  with open(path, encoding='utf-8') as f:
+    return [line.rstrip('\n') for line in f if line.strip()]
 
 
 def main(argv) -> None:
@@ -54,25 +80,37 @@ def main(argv) -> None:
   logging.set_verbosity(logging.WARNING)  # Orbax logs its internals at INFO
   out, fmt = _OUT.value, _FORMAT.value
   try:
-    run, removed = torch_io.export_run(_WORKDIR.value, out, fmt, _STEP.value, _OVERWRITE.value)
+    run, removed = torch_io.export_run(_WORKDIR.value, out, fmt, _STEP.value, _OVERWRITE.value,
+                                       _read_names(_CLASS_NAMES.value), _WEIGHTS.value)
   except torch_io.EXPECTED_ERRORS as e:
     _fail(torch_io.error_line(e))
   if removed:
     print(f'--overwrite: removed {", ".join(removed)} from {out}')
-  print(f'step {run.step} of {_WORKDIR.value} -> {out} ({fmt})')
+  cfg = run.model.config
+  kind = f'classifier, {cfg.num_classes} classes' if cfg.num_classes else 'autoencoder'
+  print(f'step {run.step} of {_WORKDIR.value} -> {out} ({fmt}, {kind})')
   if not _VERIFY.value:
     return
   try:
     diffs = torch_io.verify_export(run, out, fmt)
   except torch_io.EXPECTED_ERRORS as e:
     _fail(f'the written files do not load: {torch_io.error_line(e)}')
-  print(f'max abs difference vs transformers: encoder features {diffs["features"]:.3g}, '
-        f'predictions {diffs["predictions_eps_matched"]:.3g} (decoder norm eps matched), '
-        f'{diffs["predictions"]:.3g} (as loaded: HF decoder norm eps '
-        f'{export.HF_DECODER_NORM_EPS:g} vs ours {run.model.config.layer_norm_eps:g})')
-  worst = max(diffs['features'], diffs['predictions_eps_matched'])
-  if worst > _TOLERANCE.value:
-    _fail(f'difference {worst:.3g} > tolerance {_TOLERANCE.value:g}')
+  if 'logits' in diffs:
+    print(f'max abs difference vs transformers: logits {diffs["logits"]:.3g} (fc_norm eps '
+          f'matched), {diffs["logits_as_loaded"]:.3g} (as loaded: HF fc_norm eps '
+          f'{export.HF_FC_NORM_EPS:g} vs ours {cfg.layer_norm_eps:g}); encoder features '
+          f'{diffs["features"]:.3g}')
+  else:
+    print(f'max abs difference vs transformers: encoder features {diffs["features"]:.3g}, '
+          f'predictions {diffs["predictions_eps_matched"]:.3g} (decoder norm eps matched), '
+          f'{diffs["predictions"]:.3g} (as loaded: HF decoder norm eps '
+          f'{export.HF_DECODER_NORM_EPS:g} vs ours {cfg.layer_norm_eps:g})')
+  tolerance = _TOLERANCE.value
+  if tolerance is None:
+    tolerance = 1e-4 if cfg.num_classes else 1e-3
+  worst = torch_io.checked_difference(diffs)
+  if worst > tolerance:
+    _fail(f'difference {worst:.3g} > tolerance {tolerance:g}')
 
 
 if __name__ == '__main__':

@@ -3,8 +3,16 @@ r"""Imports PyTorch VideoMAE weights as a run the trainer can start from.
     python launch/import_torch.py --src PATH --format hf|videomae --out DIR \
         --config configs/ssv2.py[:ARG] [--config.model.size=S ...] [--step 0]
 
-  hf:       PATH is a transformers VideoMAEForPreTraining directory (config.json + weights).
-  videomae: PATH is an official pretraining checkpoint (.pth {"model": ...} or .safetensors).
+  hf:       PATH is a transformers VideoMAEForPreTraining directory (config.json + weights),
+            or a VideoMAEForVideoClassification one (use_mean_pooling=True), e.g. a released
+            VideoMAE finetuned model.
+  videomae: PATH is an official pretraining or finetuning checkpoint (.pth {"model" |
+            "module": ...} or .safetensors; modeling_finetune.py's names with mean pooling).
+
+A classifier's weights need a classifier config (model.num_classes = their classes, e.g. a
+configs/*_finetune.py); its class names (HF id2label) are written to DIR/class_names.txt, and
+`launch/evaluate.py --workdir DIR` evaluates the imported model. (To start a finetune from
+pretraining weights, use the finetune config's --config.init=PATH instead.)
 
 `--config` (with any `--config.*` overrides, as launch/main.py takes them) is the run to start:
 its model section must describe the weights. What the weights' files record (every architecture
@@ -32,7 +40,8 @@ from ml_collections import config_flags
 
 from mgm_jax import torch_io
 
-_SRC = flags.DEFINE_string('src', None, 'HF model directory or official .pth/.safetensors file.')
+_SRC = flags.DEFINE_string('src', None, 'HF model directory or official .pth/.safetensors file '
+                           '(pretraining or finetuning).')
 _FORMAT = flags.DEFINE_enum('format', None, ['hf', 'videomae'], 'Layout of --src.')
 _OUT = flags.DEFINE_string('out', None, 'Run directory to write (empty or absent).')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]) of '

@@ -63,13 +63,16 @@ def abstract_train_state(config: ml_collections.ConfigDict, model_cfg: model_lib
       jax.eval_shape(init))
 
 
-def load(workdir: str | os.PathLike, step: int | None = None, ema: bool = False) -> Loaded:
+def load(workdir: str | os.PathLike, step: int | None = None, ema: bool = False,
+         best: bool = False) -> Loaded:
   """Restores the model of `workdir` at `step` (default: the latest checkpoint); with `ema`,
-  the run's moving average of the parameters (a run trained with optim.ema_decay > 0)."""
+  the run's moving average of the parameters (a run trained with optim.ema_decay > 0); with
+  `best`, from <workdir>/best (a finetuning run's best validation checkpoint)."""
   config = workdir_lib.read_config(workdir)
   model_cfg = model_lib.model_config_from(config.model, drop_path_rate=0.0)
   abstract = abstract_train_state(config, model_cfg)
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(os.fspath(workdir), 'checkpoints'),
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(os.fspath(workdir),
+                                                  'best' if best else 'checkpoints'),
                                      async_save=False, read_only=True)
   try:
     step, state = ckpt.restore(abstract, step=step)

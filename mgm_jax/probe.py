@@ -331,7 +331,8 @@ def linear_probe(train_x, train_y, val_x, val_y, num_classes: int, *,
   """Sweeps (lr, wd) over `lrs x weight_decays`, selects by validation top-1 (module docstring).
 
   `lrs` are peak learning rates of SGD (momentum 0.9) at this batch size; `weight_decays` are L2
-  coefficients on the weights. Val features must not come from the test split.
+  coefficients on the weights. Val features must not come from the test split. Raises
+  FloatingPointError if every setting diverged.
   """
   if epochs < 1 or batch_size < 1 or not lrs or not weight_decays:
     raise ValueError("need epochs >= 1, batch_size >= 1 and at least one lr and weight decay")
@@ -341,7 +342,7 @@ def linear_probe(train_x, train_y, val_x, val_y, num_classes: int, *,
   mean = train_x.mean(axis=0, dtype=np.float64)
   std = np.sqrt(train_x.var(axis=0, dtype=np.float64) + BN_EPS)
   mean, std = mean.astype(np.float32), std.astype(np.float32)
-  xs = train_x
+  xs = (train_x - mean) / std
   vs = (val_x - mean) / std
 
   bs = min(batch_size, len(xs))

@@ -2,15 +2,24 @@
 
 Needs the `torch` extra (torch, transformers, safetensors); the name mapping itself is in
 `mgm_jax.export`. What the commands launch/export_torch.py and launch/import_torch.py do is
-`export_run` + `verify_export` and `import_run` here. Files written:
+`export_run` + `verify_export` and `import_run` here. Both models are handled, the one a
+run's config describes (`model.num_classes` > 0: the classifier). Files written:
 
   HF (`save_hf(dir)`):       dir/config.json, dir/model.safetensors (the key names that
                              transformers' own `save_pretrained` writes); loads with
                              `VideoMAEForPreTraining.from_pretrained(dir)` / `VideoMAEModel...`
-                             under transformers 4.x and 5.x.
-  VideoMAE (`save_videomae(dir)`): dir/videomae_pretrain.safetensors, dir/videomae_pretrain.pth
-                             ({"model": state dict}, tensors only: `torch.load(weights_only=True)`),
-                             dir/model_config.json (our ModelConfig: heads, img_size, frames).
+                             (autoencoder) or `VideoMAEForVideoClassification...` (classifier,
+                             `id2label` from the class names) under transformers 4.x and 5.x.
+  VideoMAE (`save_videomae(dir)`): dir/videomae_pretrain.{safetensors,pth} (autoencoder) or
+                             dir/videomae_finetune.{safetensors,pth} (classifier: the names of
+                             `modeling_finetune.py`, which VideoMAE's `--finetune` / `--eval`
+                             load); the .pth holds {"model": state dict}, tensors only
+                             (`torch.load(weights_only=True)`); dir/model_config.json (our
+                             ModelConfig: heads, img_size, frames; the class names).
+
+A classifier run's class names are read from `<workdir>/class_names.txt` (one per line;
+`import_run` writes it from an HF `id2label`), else given, else `class_<i>`.
+`read_init_weights(src)` reads any of these layouts (and a run) as a finetune's start.
 
 An export refuses a non-empty directory unless `overwrite=True`, which first removes the weight
 and config files of either layout that it finds there (`clear_export_dir`; other files stay).
@@ -29,22 +38,33 @@ import pickle
 from typing import Any, Mapping
 
 from flax import nnx
+import jax
 import numpy as np
 
+from mgm_jax import checkpoint as checkpoint_lib
 from mgm_jax import export
 from mgm_jax import masking
 from mgm_jax import model as model_lib
+from mgm_jax import optim
 from mgm_jax import workdir as workdir_lib
 
 VIDEOMAE_NAME = 'videomae_pretrain'
+VIDEOMAE_FINETUNE_NAME = 'videomae_finetune'
 MODEL_CONFIG_FILE = 'model_config.json'
+CLASS_NAMES_FILE = 'class_names.txt'  # in a run directory: a classifier's names, one a line
 # What `clear_export_dir` removes: our two layouts' files and every weight/config file name that
 # transformers reads for a model (so that no stale weights are left beside a new export).
 EXPORT_FILE_PATTERNS = (
     'config.json', 'generation_config.json', 'model.safetensors', 'model.safetensors.index.json',
     'model-*-of-*.safetensors', 'pytorch_model.bin', 'pytorch_model.bin.index.json',
     'pytorch_model-*-of-*.bin', 'tf_model.h5', 'flax_model.msgpack',
-    f'{VIDEOMAE_NAME}.safetensors', f'{VIDEOMAE_NAME}.pth', MODEL_CONFIG_FILE)
+    f'{VIDEOMAE_NAME}.safetensors', f'{VIDEOMAE_NAME}.pth', f'{VIDEOMAE_FINETUNE_NAME}.safetensors',
+    f'{VIDEOMAE_FINETUNE_NAME}.pth', MODEL_CONFIG_FILE)
+
+
+def videomae_name(model_cfg: model_lib.ModelConfig) -> str:
+  """The official-layout file stem of `model_cfg`'s model."""
+  return VIDEOMAE_FINETUNE_NAME if model_cfg.num_classes > 0 else VIDEOMAE_NAME
 
 
 def clear_export_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> list[str]:
@@ -96,15 +116,29 @@ def _hf_classes():
   return transformers
 
 
+def _architecture(hf_config_kwargs: Mapping[str, Any]) -> str:
+  return (hf_config_kwargs.get('architectures') or ['VideoMAEForPreTraining'])[0]
+
+
+def hf_model_class(hf_config_kwargs: Mapping[str, Any]):
+  """The transformers class of an `export.hf_config`: VideoMAEForPreTraining or
+  VideoMAEForVideoClassification (its `architectures`)."""
+  name = _architecture(hf_config_kwargs)
+  if name not in export.HF_ARCHITECTURES.values():
+    raise ValueError(f'HF architecture {name!r}: expected one of '
+                     f'{sorted(export.HF_ARCHITECTURES.values())}')
+  return getattr(_hf_classes(), name)
+
+
 def hf_expected_shapes(hf_config_kwargs: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-  """Keys and shapes of a freshly built transformers VideoMAEForPreTraining (meta device)."""
+  """Keys and shapes of a freshly built transformers model of that config (meta device)."""
   import torch  # pylint: disable=g-import-not-at-top
   tf = _hf_classes()
   # The position tables (Python loops, no parameters) are cheap at 2 frames of 1 patch.
   small = dict(hf_config_kwargs, num_frames=hf_config_kwargs['tubelet_size'],
                image_size=hf_config_kwargs['patch_size'])
   with torch.device('meta'):
-    model = tf.VideoMAEForPreTraining(tf.VideoMAEConfig(**small))
+    model = hf_model_class(hf_config_kwargs)(tf.VideoMAEConfig(**small))
   return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -124,22 +158,33 @@ def check_hf_state_dict(sd: Mapping[str, Any], hf_config_kwargs: Mapping[str, An
   sd = export.hf_bias_keys(sd, _module_style(want))
   missing, unexpected = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
   if missing or unexpected:
-    raise KeyError(f'transformers {_hf_classes().__version__} VideoMAEForPreTraining: '
-                   f'missing keys {missing}; unexpected keys {unexpected}')
+    raise KeyError(f'transformers {_hf_classes().__version__} {_architecture(hf_config_kwargs)}'
+                   f': missing keys {missing}; unexpected keys {unexpected}')
   for k, shape in want.items():
     if tuple(sd[k].shape) != shape:
       raise ValueError(f'{k} has shape {tuple(sd[k].shape)}, transformers expects {shape}')
 
 
+def _check_kind(params, model_cfg: model_lib.ModelConfig) -> None:
+  kind = 'classifier' if export.is_classifier(params) else 'autoencoder'
+  if (kind == 'classifier') != (model_cfg.num_classes > 0):
+    raise ValueError(f'{kind} params for a model config with num_classes='
+                     f'{model_cfg.num_classes}')
+
+
 def save_hf(params, model_cfg: model_lib.ModelConfig, norm_pix: bool,
-            out_dir: str | os.PathLike, overwrite: bool = False) -> str:
+            out_dir: str | os.PathLike, overwrite: bool = False,
+            class_names: list[str] | None = None) -> str:
   """Writes config.json + model.safetensors for transformers; returns out_dir.
 
-  The keys are those transformers' `save_pretrained` writes (see `export.to_hf_state_dict`).
-  `overwrite`: see `clear_export_dir` (without it, a non-empty out_dir raises).
+  The keys are those transformers' `save_pretrained` writes (see `export.to_hf_state_dict`):
+  VideoMAEForPreTraining, or VideoMAEForVideoClassification for a classifier config (then
+  `class_names`, default `class_<i>`, become id2label / label2id). `overwrite`: see
+  `clear_export_dir` (without it, a non-empty out_dir raises).
   """
   import safetensors.numpy  # pylint: disable=g-import-not-at-top
-  kwargs = export.hf_config(model_cfg, norm_pix)
+  _check_kind(params, model_cfg)
+  kwargs = export.hf_config(model_cfg, norm_pix, class_names)
   sd = export.to_hf_state_dict(params, model_cfg)
   check_hf_state_dict(sd, kwargs)
   out_dir = os.fspath(out_dir)
@@ -210,22 +255,30 @@ def _torch_load(path: str) -> dict[str, Any]:
 
 
 def save_videomae(params, model_cfg: model_lib.ModelConfig, out_dir: str | os.PathLike,
-                  norm_pix: bool = True, overwrite: bool = False) -> dict[str, str]:
+                  norm_pix: bool = True, overwrite: bool = False,
+                  class_names: list[str] | None = None) -> dict[str, str]:
   """Writes the official-layout state dict as .safetensors and .pth; returns their paths.
 
-  Also writes model_config.json. `overwrite`: see `clear_export_dir`.
+  videomae_pretrain.* for the autoencoder, videomae_finetune.* for a classifier config (the
+  .pth as VideoMAE's `utils.save_model` writes it: {"model": state dict}). Also writes
+  model_config.json (with `class_names` for a classifier). `overwrite`: see
+  `clear_export_dir`.
   """
   import safetensors.numpy  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
+  _check_kind(params, model_cfg)
+  names = export.check_class_names(model_cfg, class_names)
   sd = export.to_videomae_state_dict(params)
   out_dir = os.fspath(out_dir)
   clear_export_dir(out_dir, overwrite)
   os.makedirs(out_dir, exist_ok=True)
-  paths = {ext: os.path.join(out_dir, f'{VIDEOMAE_NAME}.{ext}')
+  paths = {ext: os.path.join(out_dir, f'{videomae_name(model_cfg)}.{ext}')
            for ext in ('safetensors', 'pth')}
   safetensors.numpy.save_file(sd, paths['safetensors'], metadata={'format': 'pt'})
   torch.save({'model': {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}}, paths['pth'])
   cfg = dict(dataclasses.asdict(model_cfg), norm_pix=bool(norm_pix))
+  if names:
+    cfg['class_names'] = names
   config_path = os.path.join(out_dir, MODEL_CONFIG_FILE)
   with open(config_path, 'w', encoding='utf-8') as f:
     json.dump(cfg, f, indent=2)
@@ -277,10 +330,16 @@ def jax_outputs(model: model_lib.MaskedAutoencoder, video, mask, num_masked: int
   return np.asarray(feats), np.asarray(pred)
 
 
+def _torch_video(video):
+  """Our [B, T, H, W, C] -> HF's [B, T, C, H, W] tensor (the same ImageNet normalisation)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  return torch.from_numpy(np.ascontiguousarray(np.asarray(video).transpose(0, 1, 4, 2, 3)))
+
+
 def hf_outputs(hf_model, video, mask):
   """The same from a transformers VideoMAEForPreTraining ([B, T, C, H, W] input)."""
   import torch  # pylint: disable=g-import-not-at-top
-  x = torch.from_numpy(np.ascontiguousarray(np.asarray(video).transpose(0, 1, 4, 2, 3)))
+  x = _torch_video(video)
   m = torch.from_numpy(np.asarray(mask))
   with torch.no_grad():
     feats = hf_model.videomae(x, bool_masked_pos=m).last_hidden_state
@@ -288,33 +347,75 @@ def hf_outputs(hf_model, video, mask):
   return feats.numpy(), pred.numpy()
 
 
-def compare_with_hf(model: model_lib.MaskedAutoencoder, hf_model, seed: int = 0
-                    ) -> dict[str, float]:
-  """Max abs differences, ours vs an HF VideoMAEForPreTraining, on one clip + MGM mask.
+def jax_classifier_outputs(model: model_lib.VideoClassifier, video):
+  """(encoder features of every token, logits) of our classifier, NumPy."""
+  @nnx.jit
+  def run(m, v):
+    return m.encoder(v), m(v)
+  feats, logits = run(model, video)
+  return np.asarray(feats), np.asarray(logits)
 
-  Keys: 'features' (encoder, visible tokens), 'predictions' (HF as given, decoder norm eps
-  1e-5), 'predictions_eps_matched' (HF decoder norm eps set to ours for the comparison).
-  """
-  video, mask, num_masked = check_inputs(model.config, seed)
-  feats, pred = jax_outputs(model, video, mask, num_masked)
-  hf_feats, hf_pred = hf_outputs(hf_model, video, mask)
-  norm = hf_model.decoder.norm
+
+def hf_classifier_outputs(hf_model, video):
+  """The same from a transformers VideoMAEForVideoClassification."""
+  import torch  # pylint: disable=g-import-not-at-top
+  x = _torch_video(video)
+  with torch.no_grad():
+    feats = hf_model.videomae(x).last_hidden_state
+    logits = hf_model(pixel_values=x).logits
+  return feats.numpy(), logits.numpy()
+
+
+def _eps_matched(norm, eps: float, run):
+  """`run()` with the LayerNorm `norm`'s eps set to `eps` for the call."""
   old_eps = norm.eps
-  norm.eps = model.config.layer_norm_eps
+  norm.eps = eps
   try:
-    _, hf_pred_matched = hf_outputs(hf_model, video, mask)
+    return run()
   finally:
     norm.eps = old_eps
+
+
+def compare_with_hf(model, hf_model, seed: int = 0) -> dict[str, float]:
+  """Max abs differences, ours vs the HF model, on one random clip (+ an MGM mask).
+
+  Autoencoder vs VideoMAEForPreTraining: 'features' (encoder, visible tokens), 'predictions'
+  (HF as given, decoder norm eps 1e-5), 'predictions_eps_matched' (HF decoder norm eps set to
+  ours for the comparison). Classifier vs VideoMAEForVideoClassification: 'features' (every
+  token, no final norm), 'logits' (HF fc_norm eps set to ours, 1e-6 as VideoMAE's) and
+  'logits_as_loaded' (HF's fixed fc_norm eps 1e-5).
+  """
+  video, mask, num_masked = check_inputs(model.config, seed)
+  eps = model.config.layer_norm_eps
+  if isinstance(model, model_lib.VideoClassifier):
+    feats, logits = jax_classifier_outputs(model, video)
+    hf_feats, hf_logits = hf_classifier_outputs(hf_model, video)
+    _, hf_matched = _eps_matched(hf_model.fc_norm, eps,
+                                 lambda: hf_classifier_outputs(hf_model, video))
+    return {'features': float(np.abs(feats - hf_feats).max()),
+            'logits': float(np.abs(logits - hf_matched).max()),
+            'logits_as_loaded': float(np.abs(logits - hf_logits).max())}
+  feats, pred = jax_outputs(model, video, mask, num_masked)
+  hf_feats, hf_pred = hf_outputs(hf_model, video, mask)
+  _, hf_pred_matched = _eps_matched(hf_model.decoder.norm, eps,
+                                    lambda: hf_outputs(hf_model, video, mask))
   return {'features': float(np.abs(feats - hf_feats).max()),
           'predictions': float(np.abs(pred - hf_pred).max()),
           'predictions_eps_matched': float(np.abs(pred - hf_pred_matched).max())}
 
 
+def checked_difference(diffs: Mapping[str, float]) -> float:
+  """The largest of `compare_with_hf`'s differences that must be small (the eps-matched ones)."""
+  keys = ('features', 'logits') if 'logits' in diffs else ('features', 'predictions_eps_matched')
+  return max(diffs[k] for k in keys)
+
+
 def hf_model_from_state_dict(sd: Mapping[str, np.ndarray], hf_config_kwargs: Mapping[str, Any]):
-  """A transformers VideoMAEForPreTraining holding `sd`, loaded strictly (eval mode)."""
+  """The transformers model of `hf_config_kwargs` (`hf_model_class`) holding `sd`, loaded
+  strictly (eval mode)."""
   import torch  # pylint: disable=g-import-not-at-top
   tf = _hf_classes()
-  hf = tf.VideoMAEForPreTraining(tf.VideoMAEConfig(**hf_config_kwargs)).eval()
+  hf = hf_model_class(hf_config_kwargs)(tf.VideoMAEConfig(**hf_config_kwargs)).eval()
   sd = export.hf_bias_keys(sd, _module_style(hf.state_dict()))
   hf.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}, strict=True)
   return hf
@@ -326,6 +427,7 @@ def hf_model_from_state_dict(sd: Mapping[str, np.ndarray], hf_config_kwargs: Map
 # The errors those commands report as one line: missing or unreadable files, strict keys and
 # shapes, a config that does not fit the weights, a non-empty output directory.
 EXPECTED_ERRORS = (KeyError, ValueError, OSError, workdir_lib.WorkdirError)
+WEIGHTS = ('auto', 'params', 'ema')
 
 
 def error_line(error: BaseException) -> str:
@@ -334,8 +436,7 @@ def error_line(error: BaseException) -> str:
   return ' '.join(str(message).split())
 
 
-def _load_run(workdir: str, step: int | None):
-  from mgm_jax import inference  # pylint: disable=g-import-not-at-top
+def _read_run_config(workdir: str):
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f'--workdir {workdir}: no such directory')
   if not os.path.exists(os.path.join(workdir, 'config.json')):
@@ -344,12 +445,134 @@ def _load_run(workdir: str, step: int | None):
   config = workdir_lib.read_config(workdir)
   if 'model' not in config:
     raise ValueError(f'{workdir}/config.json has no model section (not a training run config)')
-  return inference.load(workdir, step)
+  return config
+
+
+def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
+  def name(path):
+    return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
+  return {name(path): tuple(getattr(leaf, 'shape', np.shape(leaf)))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def load_run_params(workdir: str, step: int | None = None, weights: str = 'auto'):
+  """The weights of run `workdir` at `step` (default the latest): (params, config, step, key).
+
+  Only the params are read (`key`: "params", or "ema" for the moving average), whatever
+  optimizer or EMA state the checkpoint holds beside them (the classifier's trainer adds
+  layer-decay scales and an EMA). `weights`: 'params', 'ema', or 'auto' (the EMA when the run
+  keeps one, `optim.ema_decay` > 0: what it evaluates). The saved tree must be exactly the
+  model's (`model.make_model` of the run's config): every missing, unexpected or misshaped
+  leaf is named (checkpoint.StateMismatchError).
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  if weights not in WEIGHTS:
+    raise ValueError(f'weights {weights!r}: choose one of {WEIGHTS}')
+  workdir = os.fspath(workdir)
+  config = _read_run_config(workdir)
+  model_cfg = model_lib.model_config_from(config.model, drop_path_rate=0.0)
+  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  ckpt = checkpoint_lib.Checkpointer(ckpt_dir, async_save=False, read_only=True)
+  try:
+    steps = ckpt.all_steps()
+  finally:
+    ckpt.close()
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint in {ckpt_dir}')
+  step = steps[-1] if step is None else int(step)
+  if step not in steps:
+    raise FileNotFoundError(f'{ckpt_dir}/{step}: no checkpoint at step {step} (there are steps '
+                            f'{steps})')
+  path = os.path.join(ckpt_dir, str(step), 'state')
+  try:
+    with ocp.StandardCheckpointer() as reader:
+      saved = dict(reader.metadata(path).item_metadata)
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    raise checkpoint_lib.CheckpointError(f'{path}: cannot read the saved tree ({e})') from e
+  has_ema = 'ema' in saved
+  if weights == 'auto':
+    weights = 'ema' if has_ema and config.get('optim', {}).get('ema_decay', 0) > 0 else 'params'
+  key = weights
+  if key not in saved:
+    raise KeyError(f'{path}: no {key!r} in the saved state (it holds {sorted(saved)})')
+  abstract = export.abstract_params(model_cfg)
+  want, have = _flat_shapes(abstract), _flat_shapes(saved[key])
+  diffs = ([f'missing: {key}/{p}' for p in sorted(set(want) - set(have))] +
+           [f'unexpected: {key}/{p}' for p in sorted(set(have) - set(want))] +
+           [f'{key}/{p}: saved {have[p]}, expected {want[p]}' for p in sorted(want)
+            if p in have and have[p] != want[p]])
+  if diffs:
+    raise checkpoint_lib.StateMismatchError(
+        f'{path}: the saved {key} do not fit the model of {workdir}/config.json: '
+        f'{"; ".join(diffs[:5])}' + (f' (and {len(diffs) - 5} more)' if len(diffs) > 5 else ''),
+        diffs)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = {key: jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+                              abstract)}
+  try:
+    with ocp.PyTreeCheckpointer() as reader:
+      restored = reader.restore(path, args=ocp.args.PyTreeRestore(target, partial_restore=True))
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    raise checkpoint_lib.CheckpointError(f'{path}: cannot restore {key} ({e})') from e
+  return jax.tree.map(np.asarray, restored[key]), config, step, key
+
+
+def load_run(workdir: str, step: int | None = None, weights: str = 'auto'):
+  """`inference.Loaded` of run `workdir` (either model) from `load_run_params`."""
+  from mgm_jax import inference  # pylint: disable=g-import-not-at-top
+  params, config, step, _ = load_run_params(workdir, step, weights)
+  model_cfg = model_lib.model_config_from(config.model, drop_path_rate=0.0)
+  return inference.Loaded(model=model_lib.from_params(model_cfg, params), config=config,
+                          step=int(step))
+
+
+def save_run(out: str, config, params, step: int = 0) -> str:
+  """Writes a run the trainer resumes from (config.json + checkpoints/<step>), either model.
+
+  The autoencoder: `inference.save`. The classifier: the same state (step, params, a fresh
+  `config.optim` AdamW state, an EMA copy when `optim.ema_decay` > 0), built from its model.
+  (Layer-decay scales add no leaves to the optimizer state.)
+  """
+  from mgm_jax import inference  # pylint: disable=g-import-not-at-top
+  model_cfg = model_lib.model_config_from(config.model)
+  if model_cfg.num_classes == 0:
+    return inference.save(out, config, params, step=step)
+  out = os.path.abspath(os.fspath(out))
+  model = model_lib.from_params(model_cfg, params)
+  schedule = optim.make_schedule(config.optim, config.batch_size, 1, 1)
+  state = optim.init_state(model, optim.make_optimizer(config.optim, schedule),
+                           ema=config.optim.get('ema_decay', 0) > 0)
+  state['step'] = jax.numpy.asarray(step, jax.numpy.int32)
+  workdir_lib.write_config(out, config)
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(out, 'checkpoints'), async_save=False)
+  try:
+    ckpt.save(step, state, force=True)
+  finally:
+    ckpt.close()
+  return out
+
+
+def run_class_names(workdir: str, model_cfg: model_lib.ModelConfig) -> list[str] | None:
+  """`<workdir>/class_names.txt` (one name a line), checked against the model; None if absent."""
+  path = os.path.join(os.fspath(workdir), CLASS_NAMES_FILE)
+  if model_cfg.num_classes == 0 or not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    names = [line.rstrip('\n') for line in f if line.strip()]
+  try:
+    return export.check_class_names(model_cfg, names)
+  except ValueError as e:
+    raise ValueError(f'{path}: {e}') from e
 
 
 def export_run(workdir: str, out: str, fmt: str, step: int | None = None,
-               overwrite: bool = False):
+               overwrite: bool = False, class_names: list[str] | None = None,
+               weights: str = 'auto'):
   """Writes the weights of run `workdir` (at `step`, default the latest) to `out` as `fmt`.
+
+  Either model: a classifier run (`model.num_classes` > 0) becomes an HF
+  VideoMAEForVideoClassification or the official finetune layout. `class_names`: default the
+  run's class_names.txt, else `class_<i>`. `weights`: see `load_run_params`.
 
   Returns (the run as loaded, the files removed from `out`). `overwrite`: see
   `clear_export_dir`; without it a non-empty `out` raises FileExistsError before anything is
@@ -357,39 +580,43 @@ def export_run(workdir: str, out: str, fmt: str, step: int | None = None,
   """
   if fmt not in ('hf', 'videomae'):
     raise ValueError(f'format {fmt!r}: choose hf or videomae')
-  run = _load_run(workdir, step)
+  run = load_run(workdir, step, weights)
   params = nnx.to_pure_dict(nnx.state(run.model, nnx.Param))
   model_cfg = run.model.config
+  if class_names is None:
+    class_names = run_class_names(workdir, model_cfg)
+  names = export.check_class_names(model_cfg, class_names) or None
   norm_pix = bool(run.config.get('loss', {}).get('norm_pix', True))
   removed = clear_export_dir(out, overwrite)
   if fmt == 'hf':
-    save_hf(params, model_cfg, norm_pix, out, overwrite=True)
+    save_hf(params, model_cfg, norm_pix, out, overwrite=True, class_names=names)
   else:
-    save_videomae(params, model_cfg, out, norm_pix, overwrite=True)
+    save_videomae(params, model_cfg, out, norm_pix, overwrite=True, class_names=names)
   return run, removed
 
 
 def read_back(out: str, fmt: str, model_cfg: model_lib.ModelConfig, norm_pix: bool):
-  """The files `export_run` wrote, loaded into transformers as a VideoMAEForPreTraining.
+  """The files `export_run` wrote, loaded into transformers (VideoMAEForPreTraining, or
+  VideoMAEForVideoClassification for a classifier).
 
   hf: `from_pretrained`, failing on any missing, unexpected or mismatched key; videomae: the
   .pth and .safetensors must agree, then strict import and the HF mapping.
   """
+  kwargs = export.hf_config(model_cfg, norm_pix)
   if fmt == 'hf':
-    hf, info = _hf_classes().VideoMAEForPreTraining.from_pretrained(
-        out, output_loading_info=True)
+    hf, info = hf_model_class(kwargs).from_pretrained(out, output_loading_info=True)
     bad = {k: sorted(map(str, v)) for k, v in info.items() if v}
     if bad:  # missing / unexpected / mismatched keys or load errors
       raise KeyError(f'transformers did not load {out} cleanly: {bad}')
     return hf.eval()
-  sd = load_videomae(os.path.join(out, f'{VIDEOMAE_NAME}.pth'))
-  sd_st = load_videomae(os.path.join(out, f'{VIDEOMAE_NAME}.safetensors'))
+  name = videomae_name(model_cfg)
+  sd = load_videomae(os.path.join(out, f'{name}.pth'))
+  sd_st = load_videomae(os.path.join(out, f'{name}.safetensors'))
   for k in sd:
     if not (sd[k] == sd_st[k]).all():
       raise ValueError(f'{k} differs between the .pth and the .safetensors files')
   params = export.from_videomae_state_dict(sd, model_cfg)
-  return hf_model_from_state_dict(export.to_hf_state_dict(params, model_cfg),
-                                  export.hf_config(model_cfg, norm_pix))
+  return hf_model_from_state_dict(export.to_hf_state_dict(params, model_cfg), kwargs)
 
 
 def verify_export(run, out: str, fmt: str) -> dict[str, float]:
@@ -402,36 +629,58 @@ def verify_export(run, out: str, fmt: str) -> dict[str, float]:
                          read_back(out, fmt, model_cfg, norm_pix))
 
 
-def read_weights(src: str, fmt: str, config):
-  """(params, ModelConfig of `config.model`) from `src`, after checking that they fit `config`.
+def _saved_model_config(src: str) -> dict[str, Any] | None:
+  """model_config.json beside an official-layout file (written by `save_videomae`), if any."""
+  saved = os.path.join(os.path.dirname(os.path.abspath(src)), MODEL_CONFIG_FILE)
+  if not os.path.exists(saved):
+    return None
+  with open(saved, encoding='utf-8') as f:
+    return json.load(f)
 
-  What the files record is checked by `export.fit_config`: every architecture field for hf (and
-  `norm_pix_loss`) and for a videomae file with a model_config.json beside it (written by
-  `save_videomae`), the shape-recorded fields otherwise. Raises export.ConfigMismatchError
-  (naming the fields), KeyError / ValueError (strict keys and shapes) or OSError (missing or
-  unreadable files).
-  """
+
+def _read_weights(src: str, fmt: str, config):
+  """(params, ModelConfig, class names or None) of `read_weights`."""
   if fmt == 'hf':
     sd, hf_cfg = load_hf(src)
+    classifier = 'classifier.weight' in sd  # the weights decide the model
     try:
-      weights_cfg = export.model_config_from_hf(hf_cfg)
+      weights_cfg = export.model_config_from_hf(hf_cfg, classifier=classifier)
     except KeyError as e:
       raise ValueError(f'{src}/config.json: no {e.args[0]!r} (not a VideoMAE config)') from e
-    recorded = {f: getattr(weights_cfg, f) for f in export.ARCH_FIELDS}
-    model_cfg = export.fit_config(recorded, config, hf_cfg.get('norm_pix_loss'))
-    return export.from_hf_state_dict(sd, model_cfg), model_cfg
+    recorded = export.recorded_for_kind(
+        {f: getattr(weights_cfg, f) for f in export.ARCH_FIELDS})
+    norm_pix = None if classifier else hf_cfg.get('norm_pix_loss')
+    model_cfg = export.fit_config(recorded, config, norm_pix)
+    names = export.class_names_from_hf(hf_cfg) if classifier else None
+    return export.from_hf_state_dict(sd, model_cfg), model_cfg, names
   if fmt != 'videomae':
     raise ValueError(f'format {fmt!r}: choose hf or videomae')
   sd = load_videomae(src)
-  recorded, norm_pix = export.videomae_recorded_fields(sd), None
-  saved = os.path.join(os.path.dirname(os.path.abspath(src)), MODEL_CONFIG_FILE)
-  if os.path.exists(saved):  # every architecture field
-    with open(saved, encoding='utf-8') as f:
-      fields = json.load(f)
-    norm_pix = fields.get('norm_pix')
+  recorded, norm_pix, names = export.videomae_recorded_fields(sd), None, None
+  recorded.setdefault('num_classes', 0)  # the pretraining layout
+  fields = _saved_model_config(src)
+  if fields is not None:  # every architecture field
     recorded = {f: fields[f] for f in export.ARCH_FIELDS if f in fields}
-  model_cfg = export.fit_config(recorded, config, norm_pix)
-  return export.from_videomae_state_dict(sd, model_cfg), model_cfg
+    recorded.setdefault('num_classes', 0)  # files written before the classifier existed
+    norm_pix = fields.get('norm_pix') if recorded['num_classes'] == 0 else None
+    names = fields.get('class_names')
+  model_cfg = export.fit_config(export.recorded_for_kind(recorded), config, norm_pix)
+  return export.from_videomae_state_dict(sd, model_cfg), model_cfg, names
+
+
+def read_weights(src: str, fmt: str, config):
+  """(params, ModelConfig of `config.model`) from `src`, after checking that they fit `config`.
+
+  Either model: an HF VideoMAEForPreTraining / VideoMAEForVideoClassification directory, an
+  official pretraining / finetune file; a classifier's weights need a classifier config
+  (`model.num_classes` = the weights' classes). What the files record is checked by
+  `export.fit_config`: every architecture field for hf (and `norm_pix_loss` for pretraining)
+  and for a videomae file with a model_config.json beside it (written by `save_videomae`), the
+  shape-recorded fields otherwise. Raises export.ConfigMismatchError (naming the fields),
+  KeyError / ValueError (strict keys and shapes) or OSError (missing or unreadable files).
+  """
+  params, model_cfg, _ = _read_weights(src, fmt, config)
+  return params, model_cfg
 
 
 def import_run(src: str, fmt: str, out: str, config, step: int = 0) -> str:
@@ -440,16 +689,69 @@ def import_run(src: str, fmt: str, out: str, config, step: int = 0) -> str:
   `config` (a ConfigDict, e.g. a configs/*.py file's) must fit the weights (`read_weights`).
   `out` must be absent or empty: a run directory holding other checkpoints would be resumed from
   its latest one, not from these weights. The written run is read back and compared bit-exact.
+  A classifier's class names (HF id2label, or model_config.json's) go to out/class_names.txt.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from mgm_jax import inference  # pylint: disable=g-import-not-at-top
   out = os.fspath(out)
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
     raise FileExistsError(f'--out {out} is not an empty directory: the trainer would resume '
                           'from what it holds; choose a new one')
-  params, _ = read_weights(os.fspath(src), fmt, config)
-  inference.save(out, config, params, step=step)
-  loaded = inference.load(out)
-  got = nnx.to_pure_dict(nnx.state(loaded.model, nnx.Param))
+  params, _, names = _read_weights(os.fspath(src), fmt, config)
+  save_run(out, config, params, step=step)
+  if names:
+    with open(os.path.join(out, CLASS_NAMES_FILE), 'w', encoding='utf-8') as f:
+      f.write(''.join(f'{name}\n' for name in names))
+  got, _, _, _ = load_run_params(out, weights='params')
   jax.tree.map(np.testing.assert_array_equal, got, params)
   return out
+
+
+# ---------------------------------------------------------------------------------------------
+# A finetune's initial weights (config.init): any of the layouts above, or a run.
+
+
+def _named(error: Exception, src: str) -> Exception:
+  """`error` of the same type with `src` in front of its message (KeyError / ValueError)."""
+  message = error_line(error)
+  if isinstance(error, export.ConfigMismatchError):
+    return export.ConfigMismatchError(f'{src}: {message}')
+  return (KeyError if isinstance(error, KeyError) else ValueError)(f'{src}: {message}')
+
+
+def read_init_weights(src: str | os.PathLike, model_cfg: model_lib.ModelConfig | None = None,
+                      step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+  """The weights a finetune starts from: (params, info).
+
+  `src`: an HF directory (VideoMAEForPreTraining, VideoMAEModel or
+  VideoMAEForVideoClassification), an official VideoMAE file (.pth/.pt/.bin {"model" |
+  "module": state dict} or .safetensors; pretraining or finetune), or a mgm-jax run directory
+  (config.json + checkpoints/; at `step`, default the latest, its EMA if it keeps one). The
+  layout is read from the keys (`export.detect_style`).
+
+  `params`: `export.backbone_params` of it, a subtree of our classifier's: {"encoder":
+  {"patch_embed", "blocks"}} plus "fc_norm" and "head" when the source is a (mean-pooling)
+  classifier whose head fits `model_cfg`. `info`: {"source", "style", "fields" (what the
+  weights' shapes record: widths, depth, tubelet, patch, ...), "dropped" ({key: reason} for
+  the parts left out on purpose: decoder, final norm, a head for other classes), "class_names"
+  (an HF classifier's id2label, else None), "step" (a run's)}.
+
+  `model_cfg`: the config to initialise; a width/depth/patch/tubelet/channel/MLP mismatch is
+  an export.ConfigMismatchError naming every field. Every error names `src`.
+  """
+  src = os.fspath(src)
+  info: dict[str, Any] = {'source': src, 'class_names': None, 'step': None}
+  try:
+    if os.path.isdir(src) and os.path.isdir(os.path.join(src, 'checkpoints')):
+      params, _, info['step'], key = load_run_params(src, step)
+      sd, info['weights'] = export.to_videomae_state_dict(params), key
+    elif os.path.isdir(src):
+      sd, hf_cfg = load_hf(src)
+      if export.HF_ARCHITECTURES[True] in (hf_cfg.get('architectures') or []):
+        info['class_names'] = export.class_names_from_hf(hf_cfg)
+    else:
+      sd = load_videomae(src)
+    style = export.detect_style(sd)
+    info.update(style=style, fields=export.backbone_fields(sd, style))
+    params, info['dropped'] = export.backbone_params(sd, style, model_cfg)
+  except (KeyError, ValueError) as e:
+    raise _named(e, src) from e
+  return params, info

@@ -1,0 +1,103 @@
+r"""Evaluates a finetuned classifier: VideoMAE's multi-view test on any checkpoint of a run.
+
+    python launch/evaluate.py --workdir=/runs/ssv2_ft [--step=N | --best] [--ema] \
+        [--split=validation] [--temporal_views=2] [--spatial_views=3] [--batch_size=8] \
+        [--num_videos=0] [--out=DIR]
+
+The views default to the run's eval.* (VideoMAE: 2 x 3 for SSv2, 5 x 3 for the others); the
+data to the run's data.* (where the videos lie may be changed with --list_file, --data_root,
+--prepared_dir). Writes OUT/metrics.json (top-1/top-5 with and without videos that failed to
+decode, per-class accuracy, the failed videos) and OUT/predictions.jsonl (video id, label,
+top-5 with scores), by default to <workdir>/eval/<split>-step<N>[-best][-ema]/.
+
+A released VideoMAE classifier is evaluated by importing it first (launch/import_torch.py).
+Runs on all devices and processes (each process loads its share of the videos); expected
+failures print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+
+from mgm_jax import checkpoint as checkpoint_lib
+from mgm_jax import evaluate
+from mgm_jax import inference
+from mgm_jax import model as model_lib
+from mgm_jax import sharding
+from mgm_jax import train
+from mgm_jax import workdir as workdir_lib
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A finetuning run (model.num_classes > 0).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_BEST = flags.DEFINE_bool("best", False, "Evaluate the best validation checkpoint instead.")
+_EMA = flags.DEFINE_bool("ema", False, "Evaluate the parameters' EMA (optim.ema_decay > 0).")
+_SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: the run's eval.split).")
+_TEMPORAL = flags.DEFINE_integer("temporal_views", None, "Clips in time (default: eval.*).")
+_SPATIAL = flags.DEFINE_integer("spatial_views", None, "Crops per clip (default: eval.*).")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Videos per step (default: eval.batch_size).")
+_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 0, "Evaluate only the first N videos.")
+_LIST_FILE = flags.DEFINE_string("list_file", None, "Override data.list_file.")
+_DATA_ROOT = flags.DEFINE_string("data_root", None, "Override data.root.")
+_PREPARED = flags.DEFINE_string("prepared_dir", None, "Override data.prepared_dir.")
+_OUT = flags.DEFINE_string("out", None, "Report directory (default under the workdir).")
+
+
+def run(workdir: str) -> tuple[dict, str]:
+  """Evaluates as the flags say; returns (metrics, report directory)."""
+  loaded = inference.load(workdir, _STEP.value, ema=_EMA.value, best=_BEST.value)
+  config = loaded.config
+  if not isinstance(loaded.model, model_lib.VideoClassifier):
+    raise ValueError(f"{workdir}: not a finetuning run (model.num_classes is 0); pretrained "
+                     "encoders are evaluated with launch/extract_features.py --probe")
+  d, e = config.data, config.eval
+  for field, value in (("list_file", _LIST_FILE.value), ("root", _DATA_ROOT.value),
+                       ("prepared_dir", _PREPARED.value)):
+    if value is not None:
+      d[field] = value
+  split = _SPLIT.value or e.split
+  temporal, spatial = _TEMPORAL.value or e.temporal_views, _SPATIAL.value or e.spatial_views
+  batch = _BATCH.value or e.batch_size
+  batch -= batch % jax.device_count() or 0
+  batch = max(batch, jax.device_count())
+  _, logdir = workdir_lib.run_dirs(workdir)
+  suffix = ("-best" if _BEST.value else "") + ("-ema" if _EMA.value else "")
+  out = _OUT.value or os.path.join(logdir, "eval", f"{split}-step{loaded.step}{suffix}")
+  mesh = sharding.make_mesh(-1, 1)
+  source = train.make_source(config, logdir, split)
+  names = train.class_names(source)
+  spec = evaluate.eval_spec(config, temporal, spatial)
+  forward = evaluate.make_forward(loaded.model, mesh)
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  params = nnx.to_pure_dict(nnx.state(loaded.model, nnx.Param))
+  preds = evaluate.predict(forward, params, source, spec, mesh, batch_size=batch,
+                           num_videos=_NUM_VIDEOS.value, num_threads=d.num_threads)
+  results = evaluate.metrics(preds, names)
+  if jax.process_index() == 0:
+    evaluate.write_report(out, preds, results, names, extra={
+        "workdir": workdir, "step": loaded.step, "best": _BEST.value, "ema": _EMA.value,
+        "split": split, "temporal_views": temporal, "spatial_views": spatial})
+  return results, out
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  try:
+    results, out = run(_WORKDIR.value)
+  except (OSError, ValueError, workdir_lib.WorkdirError, checkpoint_lib.CheckpointError) as e:
+    sys.exit(f"evaluate: error: {e}")
+  print(f"top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}  over {results['decoded']} "
+        f"videos ({results['failed']} failed to decode; with them counted wrong: top-1 "
+        f"{results['top1_all']:.4f})  {results['views']} views per video -> {out}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["workdir"])
+  app.run(main)
