@@ -22,7 +22,7 @@ from mgm_jax import schema
 
 
 def get_config(arg: str | None = None):
-  config = schema.finetune_defaults(num_classes=8)
+  config = schema.finetune_defaults(num_classes=4)
   # The demo's model (configs/demo.py), so its weights fit.
   config.model.update(size="tiny", num_frames=4, img_size=96, dtype="float32",
                       drop_path_rate=0.1)
@@ -30,8 +30,9 @@ def get_config(arg: str | None = None):
   config.total_steps = int(arg) if arg else 400
   config.batch_size = 32
   config.data.update(
-      source="synthetic", num_train_videos=0, num_synthetic_videos=256,
-      synthetic=dict(height=128, width=160, num_frames=32, num_objects=3, object_size=(24, 48)),
+      source="synthetic", num_train_videos=0, num_synthetic_videos=512,
+      synthetic=dict(height=128, width=160, num_frames=32, style="bands", num_objects=3,
+                     object_size=(16, 32), num_classes=4),
       sampling="window", stride=2, crop="multi_scale", flip=False, repeats=2,
       rand_augment_ops=0, erase_prob=0.0, num_threads=2)
   config.optim.update(base_lr=4e-3, warmup_steps=20, layer_decay=0.75)

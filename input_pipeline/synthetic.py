@@ -299,12 +299,14 @@ def make_dataset(
     *,
     seed: int = 0,
     list_name: str = "train.csv",
+    num_classes: int = 8,
     **make_video_kwargs: Any,
 ) -> pathlib.Path:
   """Writes `num_videos` synthetic videos under `root` plus a VideoMAE-format list file.
 
   The list file has one `relative/path label` line per video (paths relative to `root`). The label
-  is the dominant direction of the largest object (`dominant_direction`, 8 classes). Video i uses
+  is the dominant direction of the largest object (`dominant_direction`, `num_classes`
+  directions: 8, or 4 = right / up / left / down). Video i uses
   seed `seed * 1_000_003 + i`, so data sets with different seeds do not share videos.
 
   Args:
@@ -323,7 +325,8 @@ def make_dataset(
   for i in range(num_videos):
     video = make_video(root / "videos" / f"video_{i:05d}", seed=seed * 1_000_003 + i,
                        **make_video_kwargs)
-    lines.append(f"{video.path.relative_to(root).as_posix()} {dominant_direction(video)}\n")
+    label = dominant_direction(video, num_classes)
+    lines.append(f"{video.path.relative_to(root).as_posix()} {label}\n")
   list_path = root / list_name
   list_path.write_text("".join(lines))
   return list_path

@@ -1,6 +1,6 @@
 r"""Evaluates a finetuned classifier: VideoMAE's multi-view test on any checkpoint of a run.
 
-    python launch/evaluate.py --workdir=/runs/ssv2_ft [--step=N | --best] [--ema] \
+    python launch/evaluate.py --workdir=/runs/ssv2_ft [--step=N | --best] [--weights=auto] \
         [--split=validation] [--temporal_views=2] [--spatial_views=3] [--batch_size=8] \
         [--num_videos=0] [--out=DIR]
 
@@ -9,6 +9,12 @@ data to the run's data.* (where the videos lie may be changed with --list_file, 
 --prepared_dir). Writes OUT/metrics.json (top-1/top-5 with and without videos that failed to
 decode, per-class accuracy, the failed videos) and OUT/predictions.jsonl (video id, label,
 top-5 with scores), by default to <workdir>/eval/<split>-step<N>[-best][-ema]/.
+
+Cross-data-set evaluation (MGM Table 3: finetune on a source data set, test on a target):
+point the data at the target (--data_source, --dataset, --data_root / --list_file /
+--prepared_dir) and give --class_map, a file of `source_class target_class` lines (names or
+0-based indices; see mgm_jax/evaluate.py). Only the mapped source classes compete; target videos
+of unmapped classes are left out and counted.
 
 A released VideoMAE classifier is evaluated by importing it first (launch/import_torch.py).
 Runs on all devices and processes (each process loads its share of the videos); expected
@@ -36,7 +42,9 @@ from mgm_jax import workdir as workdir_lib
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finetuning run (model.num_classes > 0).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _BEST = flags.DEFINE_bool("best", False, "Evaluate the best validation checkpoint instead.")
-_EMA = flags.DEFINE_bool("ema", False, "Evaluate the parameters' EMA (optim.ema_decay > 0).")
+_WEIGHTS = flags.DEFINE_enum(
+    "weights", "auto", ["auto", "params", "ema"], "The parameters, or their EMA (a run with "
+    "optim.ema_decay > 0); auto: the EMA where the run keeps one, as its own evaluation does.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: the run's eval.split).")
 _TEMPORAL = flags.DEFINE_integer("temporal_views", None, "Clips in time (default: eval.*).")
 _SPATIAL = flags.DEFINE_integer("spatial_views", None, "Crops per clip (default: eval.*).")
@@ -45,19 +53,30 @@ _NUM_VIDEOS = flags.DEFINE_integer("num_videos", 0, "Evaluate only the first N v
 _LIST_FILE = flags.DEFINE_string("list_file", None, "Override data.list_file.")
 _DATA_ROOT = flags.DEFINE_string("data_root", None, "Override data.root.")
 _PREPARED = flags.DEFINE_string("prepared_dir", None, "Override data.prepared_dir.")
+_SOURCE = flags.DEFINE_string("data_source", None, "Override data.source (e.g. a target set).")
+_DATASET = flags.DEFINE_string("dataset", None, "Override data.dataset.")
+_CLASS_MAP = flags.DEFINE_string("class_map", None, "Source -> target class mapping file.")
 _OUT = flags.DEFINE_string("out", None, "Report directory (default under the workdir).")
 
 
 def run(workdir: str) -> tuple[dict, str]:
   """Evaluates as the flags say; returns (metrics, report directory)."""
-  loaded = inference.load(workdir, _STEP.value, ema=_EMA.value, best=_BEST.value)
+  ema = (_WEIGHTS.value == "ema" or _WEIGHTS.value == "auto"
+         and workdir_lib.read_config(workdir).optim.get("ema_decay", 0.0) > 0)
+  loaded = inference.load(workdir, _STEP.value, ema=ema, best=_BEST.value)
   config = loaded.config
   if not isinstance(loaded.model, model_lib.VideoClassifier):
     raise ValueError(f"{workdir}: not a finetuning run (model.num_classes is 0); pretrained "
                      "encoders are evaluated with launch/extract_features.py --probe")
   d, e = config.data, config.eval
+  _, logdir = workdir_lib.run_dirs(workdir)
+  class_map = None
+  if _CLASS_MAP.value:  # the source's class names, before the data points at the target
+    source_names = train.class_names(train.make_source(config, logdir, d.split))
+    num_classes = config.model.num_classes
   for field, value in (("list_file", _LIST_FILE.value), ("root", _DATA_ROOT.value),
-                       ("prepared_dir", _PREPARED.value)):
+                       ("prepared_dir", _PREPARED.value), ("source", _SOURCE.value),
+                       ("dataset", _DATASET.value)):
     if value is not None:
       d[field] = value
   split = _SPLIT.value or e.split
@@ -65,23 +84,26 @@ def run(workdir: str) -> tuple[dict, str]:
   batch = _BATCH.value or e.batch_size
   batch -= batch % jax.device_count() or 0
   batch = max(batch, jax.device_count())
-  _, logdir = workdir_lib.run_dirs(workdir)
-  suffix = ("-best" if _BEST.value else "") + ("-ema" if _EMA.value else "")
+  suffix = ("-best" if _BEST.value else "") + ("-ema" if ema else "")
   out = _OUT.value or os.path.join(logdir, "eval", f"{split}-step{loaded.step}{suffix}")
   mesh = sharding.make_mesh(-1, 1)
   source = train.make_source(config, logdir, split)
   names = train.class_names(source)
+  if _CLASS_MAP.value:
+    class_map = evaluate.read_class_map(_CLASS_MAP.value, num_classes, source_names, names)
   spec = evaluate.eval_spec(config, temporal, spatial)
   forward = evaluate.make_forward(loaded.model, mesh)
   from flax import nnx  # pylint: disable=g-import-not-at-top
   params = nnx.to_pure_dict(nnx.state(loaded.model, nnx.Param))
   preds = evaluate.predict(forward, params, source, spec, mesh, batch_size=batch,
                            num_videos=_NUM_VIDEOS.value, num_threads=d.num_threads)
-  results = evaluate.metrics(preds, names)
+  results = evaluate.metrics(preds, names, class_map)
   if jax.process_index() == 0:
-    evaluate.write_report(out, preds, results, names, extra={
-        "workdir": workdir, "step": loaded.step, "best": _BEST.value, "ema": _EMA.value,
-        "split": split, "temporal_views": temporal, "spatial_views": spatial})
+    evaluate.write_report(out, preds, results, None if class_map is not None else names, extra={
+        "workdir": workdir, "step": loaded.step, "best": _BEST.value, "ema": ema,
+        "split": split, "temporal_views": temporal, "spatial_views": spatial,
+        "data": {k: d[k] for k in ("source", "dataset", "root", "list_file", "prepared_dir")},
+        "class_map": _CLASS_MAP.value})
   return results, out
 
 

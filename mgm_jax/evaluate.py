@@ -10,6 +10,15 @@ are over the videos that decoded, `top1_all` / `top5_all` count the failed ones 
 
 `write_report(out_dir, ...)` writes `metrics.json` and `predictions.jsonl` (one line per video:
 id, label, top-5 classes with scores, the error if any) atomically.
+
+Cross-data-set evaluation (MGM Table 3's protocol: train on a source data set, test on a
+target one): `read_class_map` reads a class-mapping file, one `source_class target_class` pair
+per line (class names, or 0-based indices; fields separated by a tab, or by spaces when neither
+holds one; `#` starts a comment). Several source classes may map to one target class; a source
+class may not map to two. `metrics(..., class_map=...)` then scores each target video among the
+MAPPED source classes only (the others are ignored), a prediction being right when its source
+class maps to the video's class; target videos of classes nothing maps to are left out and
+counted (`unmapped`).
 """
 
 from __future__ import annotations
@@ -88,6 +97,11 @@ def predict(forward: Callable, params, source, spec: eval_pipeline.EvalSpec, mes
       source, spec, batch_size=batch_size, num_videos=num_videos, process_index=pid,
       process_count=nproc, num_threads=num_threads)
   batch_sharding = sharding_lib.batch_sharding(mesh)
+  # Parameters committed elsewhere (inference.load: one device) are replicated onto the mesh.
+  devices = set(mesh.devices.flat)
+  params = jax.tree.map(
+      lambda a: a if isinstance(a, jax.Array) and a.sharding.device_set == devices
+      else jax.device_put(a, sharding_lib.replicated(mesh)), params)
   rows = {"index": [], "label": [], "name": [], "error": [], "outputs": []}
   for step, batch in zip(range(steps), dataset):
     frames = jax.make_array_from_process_local_data(batch_sharding, batch["frames"])
@@ -118,11 +132,76 @@ def _topk_hits(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
   return (top == labels[:, None]).any(axis=1)
 
 
-def metrics(preds: Predictions, class_names: list[str] | None = None) -> dict[str, Any]:
-  """VideoMAE's merge (mean of per-view softmax) -> accuracies, per class and overall."""
+class ClassMapError(ValueError):
+  """A malformed class-mapping file; the message names the file and the line."""
+
+
+def _class_index(token: str, names: list[str] | None, path: str, line: int, what: str) -> int:
+  if names is not None and token in names:
+    return names.index(token)
+  if token.isdigit() and (names is None or int(token) < len(names)):
+    return int(token)
+  raise ClassMapError(f"{path}:{line}: unknown {what} class {token!r}"
+                      + (f" (the {what} has {len(names)} classes)" if names else ""))
+
+
+def read_class_map(path: str, num_source_classes: int, source_names: list[str] | None = None,
+                   target_names: list[str] | None = None) -> np.ndarray:
+  """The mapping file -> int64 [num_source_classes]: each source class's target class or -1."""
+  mapping = np.full((num_source_classes,), -1, np.int64)
+  with open(path, encoding="utf-8") as f:
+    for number, raw in enumerate(f, start=1):
+      line = raw.split("#", 1)[0].strip()
+      if not line:
+        continue
+      fields = [x.strip() for x in line.split("\t")] if "\t" in line else line.split()
+      if len(fields) != 2:
+        raise ClassMapError(f"{path}:{number}: expected 'source_class target_class', got "
+                            f"{raw.strip()!r}")
+      src = _class_index(fields[0], source_names, path, number, "source")
+      dst = _class_index(fields[1], target_names, path, number, "target")
+      if src >= num_source_classes:
+        raise ClassMapError(f"{path}:{number}: source class {src} >= {num_source_classes}")
+      if mapping[src] not in (-1, dst):
+        raise ClassMapError(f"{path}:{number}: source class {fields[0]!r} is mapped twice")
+      mapping[src] = dst
+  if (mapping < 0).all():
+    raise ClassMapError(f"{path}: maps no classes")
+  return mapping
+
+
+def _mapped(probs: np.ndarray, class_map: np.ndarray):
+  """Source-class scores -> (scores over the mapped source classes, their target classes)."""
+  keep = np.flatnonzero(class_map >= 0)
+  return probs[:, keep], class_map[keep]
+
+
+def metrics(preds: Predictions, class_names: list[str] | None = None,
+            class_map: np.ndarray | None = None) -> dict[str, Any]:
+  """VideoMAE's merge (mean of per-view softmax) -> accuracies, per class and overall.
+
+  `class_map` (`read_class_map`): score on another data set's classes (module docstring);
+  `class_names` are then the target's.
+  """
   probs = views_lib.merge_scores(preds.outputs)
   ok = np.array([not e for e in preds.errors], bool)
-  top1, top5 = _topk_hits(probs, preds.label, 1), _topk_hits(probs, preds.label, 5)
+  unmapped = 0
+  if class_map is None:
+    top1, top5 = _topk_hits(probs, preds.label, 1), _topk_hits(probs, preds.label, 5)
+  else:
+    scores, targets = _mapped(probs, class_map)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranked = targets[order]  # target class of each mapped source class, best first
+    top1 = ranked[:, 0] == preds.label
+    top5 = (ranked[:, :5] == preds.label[:, None]).any(axis=1)
+    covered = np.isin(preds.label, targets)
+    unmapped = int((~covered).sum())
+    keep = covered
+    preds = dataclasses.replace(
+        preds, index=preds.index[keep], label=preds.label[keep],
+        names=[n for n, k in zip(preds.names, keep) if k],
+        errors=[e for e, k in zip(preds.errors, keep) if k], outputs=preds.outputs[keep])
+    ok, top1, top5 = ok[keep], top1[keep], top5[keep]
   top1[~ok] = top5[~ok] = False
   n, n_ok = len(ok), int(ok.sum())
   per_class = {}
@@ -139,6 +218,7 @@ def metrics(preds: Predictions, class_names: list[str] | None = None) -> dict[st
       "mean_class_top1": (float(np.mean([v["top1"] for v in per_class.values()]))
                           if per_class else float("nan")),
       "views": int(preds.outputs.shape[1]) if n else 0,
+      **({"unmapped": unmapped} if class_map is not None else {}),
       "per_class": per_class,
       "failed_videos": {name: err for name, err in zip(preds.names, preds.errors) if err},
   }

@@ -503,7 +503,7 @@ _ENCODER_KEYS = {
     'hf': (_EMBED + 'weight', 'videomae.encoder.layer.',
            'videomae.encoder.layer.0.intermediate.dense.weight'),
 }
-_DECODER = ('the pretraining decoder (the classifier has none)')
+_DECODER = 'the pretraining decoder (the classifier has none)'
 _FINAL_NORM = ('the encoder\'s final norm (the classifier has none: it mean-pools the tokens '
                'into fc_norm; VideoMAE\'s finetuning does not load it either)')
 _TOKEN0_HEAD = ('the head of a model without mean pooling (it reads token 0 after the final '
@@ -550,7 +550,10 @@ def _encoder_fields(sd: Mapping[str, Any], style: str, what: str) -> dict[str, A
 
 
 def _split_source(sd: Mapping[str, Any], style: str):
-  """(encoder + head keys, prefix-normalised; {dropped key: reason}); unknown keys raise."""
+  """(kept encoder + head keys, prefix-normalised; {dropped key: reason}; the kept head keys).
+
+  Unknown keys raise KeyError naming them.
+  """
   if style.startswith('hf'):
     sd = hf_bias_keys(sd, 'checkpoint')
     if style == 'hf' and not any(k.startswith('videomae.') for k in sd):  # VideoMAEModel

@@ -568,6 +568,12 @@ def from_params(model_cfg: ModelConfig, params) -> MaskedAutoencoder | VideoClas
     raise ValueError(f'params do not fit the model config: {wrong[:5]}')
   nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
   nnx.update(model, state)
+  # Drop path / dropout streams (drop_path_rate > 0): seed 0 (training reseeds every step).
+  def concrete(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jnp.broadcast_to(jax.random.key(0), x.shape)
+    return jnp.zeros(x.shape, x.dtype)
+  nnx.update(model, jax.tree.map(concrete, nnx.state(model, nnx.RngState)))
   leftover = [jax.tree_util.keystr(p) for p, v in
               jax.tree_util.tree_flatten_with_path(nnx.state(model))[0]
               if isinstance(v, jax.ShapeDtypeStruct)]

@@ -8,8 +8,8 @@ the latest), a Hugging Face VideoMAE folder or an official VideoMAE `.pth` (read
   heads, patch and tubelet; anything else is an error naming the parameter);
 - not the pretraining encoder's final norm, decoder or mask token (the classifier mean-pools and
   has its own `fc_norm`, which starts at ones / zeros);
-- `fc_norm` and `head` only from a classifier with the same number of classes (otherwise they
-  start fresh, and the log says so).
+- `fc_norm` from a classifier, and its `head` only if it has the same number of classes
+  (otherwise the head starts fresh, as VideoMAE drops a head of another shape; the log says so).
 
 Frames and image size may differ from the source's: the position table is a fixed sin-cos table
 rebuilt for the new token grid (the log says so), nothing else depends on them.
@@ -31,7 +31,8 @@ def _is_workdir(path: str) -> bool:
       os.path.join(path, "config.json"))
 
 
-def read(src: str, step: int | None = None) -> tuple[dict, str]:
+def read(src: str, step: int | None = None,
+         model_cfg: model_lib.ModelConfig | None = None) -> tuple[dict, str]:
   """`src` -> (our pure-dict params of its model, a description for the log)."""
   if _is_workdir(src):
     from mgm_jax import inference  # pylint: disable=g-import-not-at-top
@@ -42,8 +43,10 @@ def read(src: str, step: int | None = None) -> tuple[dict, str]:
     raise FileNotFoundError(f"config.init: {src} does not exist (a mgm-jax workdir, a Hugging "
                             "Face VideoMAE folder or an official VideoMAE .pth)")
   from mgm_jax import torch_io  # pylint: disable=g-import-not-at-top
-  params, info = torch_io.read_init_weights(src)
-  return params, f"{src} ({info})"
+  params, info = torch_io.read_init_weights(src, model_cfg)
+  dropped = sorted({k.split(".")[0] for k in info.get("dropped", {})})
+  return params, (f"{src} ({info['style']} layout"
+                  + (f"; left out: {', '.join(dropped)}" if dropped else "") + ")")
 
 
 def nnx_params(model) -> dict:
@@ -82,23 +85,26 @@ def fit(fresh: dict, source: dict, model_cfg: model_lib.ModelConfig,
     raise ValueError("config.init does not fit model.* (width, depth, heads, patch, tubelet "
                      f"must match): {'; '.join(problems[:6])}"
                      + (f"; and {len(problems) - 6} more" if len(problems) > 6 else ""))
-  head_fits = all(name in src and np.shape(src[name]) == np.shape(want[name])
-                  for name in want if name.startswith(_HEAD))
+  def fits(prefix):
+    return all(name in src and np.shape(src[name]) == np.shape(want[name])
+               for name in want if name.startswith(prefix))
+  carried = _ENCODER + tuple(p for p in _HEAD if fits(p))
 
   def pick(path, target):
     name = _name(path)
-    if name.startswith(_ENCODER) or (head_fits and name.startswith(_HEAD)):
+    if name.startswith(carried):
       return np.asarray(src[name], np.asarray(target).dtype)
     return target
 
   out = jax.tree_util.tree_map_with_path(pick, fresh)
   lines = []
-  dropped = sorted({"/".join(n.split("/")[:2]) for n in src
-                    if not n.startswith(_ENCODER) and not (head_fits and n.startswith(_HEAD))})
+  dropped = sorted({"/".join(n.split("/")[:2 if n.startswith(("encoder/", "decoder/")) else 1])
+                    for n in src if not n.startswith(carried)})
   if dropped:
     lines.append(f"not carried over (as in VideoMAE's finetuning): {', '.join(dropped)}")
-  lines.append("fc_norm and head carried over from the source classifier" if head_fits else
-               f"fc_norm and head start fresh ({model_cfg.num_classes} classes)")
+  for part in ("fc_norm", "head"):
+    lines.append(f"{part} carried over from the source classifier" if f"{part}/" in carried
+                 else f"{part} starts fresh ({model_cfg.num_classes} classes)")
   if source_grid_tokens is not None and source_grid_tokens != model_cfg.num_patches:
     lines.append(f"position table rebuilt for {model_cfg.num_patches} tokens {model_cfg.grid} "
                  f"(the source used {source_grid_tokens})")
@@ -111,7 +117,7 @@ def initial_params(config, model_cfg: model_lib.ModelConfig, fresh: dict) -> dic
     logging.info("finetuning from random initialisation (config.init is empty)")
     return fresh
   step = None if config.init_step < 0 else config.init_step
-  source, what = read(config.init, step)
+  source, what = read(config.init, step, model_cfg)
   tokens = None
   if _is_workdir(config.init):
     from mgm_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top

@@ -148,6 +148,11 @@ def defaults() -> ml_collections.ConfigDict:
       temporal_views=2,  # multi-view test: clips in time (VideoMAE: SSv2 2, others 5) ...
       spatial_views=3,  # ... times crops along the long side (VideoMAE: 3)
       final_test=True,  # run the multi-view test after training
+      # Pretraining: a weighted kNN (k=20, cosine, T=0.07) of the eval.split videos (the
+      # first eval.num_videos) against the first knn_train_videos of data.split, on frozen
+      # mean-pooled features, every N steps (and at the end); 0 = off. Needs labelled data.
+      knn_every_steps=0,
+      knn_train_videos=1000,
   ))
 
   c.log_every = 50  # steps between metric lines (and non-finite / error-budget checks)

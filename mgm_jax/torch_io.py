@@ -19,7 +19,7 @@ run's config describes (`model.num_classes` > 0: the classifier). Files written:
 
 A classifier run's class names are read from `<workdir>/class_names.txt` (one per line;
 `import_run` writes it from an HF `id2label`), else given, else `class_<i>`.
-`read_init_weights(src)` reads any of these layouts (and a run) as a finetune's start.
+`read_init_weights(src)` reads any of these layouts as a finetune's start.
 
 An export refuses a non-empty directory unless `overwrite=True`, which first removes the weight
 and config files of either layout that it finds there (`clear_export_dir`; other files stay).
@@ -41,11 +41,9 @@ from flax import nnx
 import jax
 import numpy as np
 
-from mgm_jax import checkpoint as checkpoint_lib
 from mgm_jax import export
 from mgm_jax import masking
 from mgm_jax import model as model_lib
-from mgm_jax import optim
 from mgm_jax import workdir as workdir_lib
 
 VIDEOMAE_NAME = 'videomae_pretrain'
@@ -448,108 +446,19 @@ def _read_run_config(workdir: str):
   return config
 
 
-def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
-  def name(path):
-    return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
-  return {name(path): tuple(getattr(leaf, 'shape', np.shape(leaf)))
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+def load_run(workdir: str, step: int | None = None, weights: str = 'auto'):
+  """`inference.Loaded` of run `workdir` (either model) at `step` (default the latest).
 
-
-def load_run_params(workdir: str, step: int | None = None, weights: str = 'auto'):
-  """The weights of run `workdir` at `step` (default the latest): (params, config, step, key).
-
-  Only the params are read (`key`: "params", or "ema" for the moving average), whatever
-  optimizer or EMA state the checkpoint holds beside them (the classifier's trainer adds
-  layer-decay scales and an EMA). `weights`: 'params', 'ema', or 'auto' (the EMA when the run
-  keeps one, `optim.ema_decay` > 0: what it evaluates). The saved tree must be exactly the
-  model's (`model.make_model` of the run's config): every missing, unexpected or misshaped
-  leaf is named (checkpoint.StateMismatchError).
+  `weights`: 'params', 'ema' (the run's moving average, optim.ema_decay > 0) or 'auto' (the
+  EMA when the run keeps one: what it evaluates).
   """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from mgm_jax import inference  # pylint: disable=g-import-not-at-top
   if weights not in WEIGHTS:
     raise ValueError(f'weights {weights!r}: choose one of {WEIGHTS}')
-  workdir = os.fspath(workdir)
-  config = _read_run_config(workdir)
-  model_cfg = model_lib.model_config_from(config.model, drop_path_rate=0.0)
-  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  ckpt = checkpoint_lib.Checkpointer(ckpt_dir, async_save=False, read_only=True)
-  try:
-    steps = ckpt.all_steps()
-  finally:
-    ckpt.close()
-  if not steps:
-    raise FileNotFoundError(f'no checkpoint in {ckpt_dir}')
-  step = steps[-1] if step is None else int(step)
-  if step not in steps:
-    raise FileNotFoundError(f'{ckpt_dir}/{step}: no checkpoint at step {step} (there are steps '
-                            f'{steps})')
-  path = os.path.join(ckpt_dir, str(step), 'state')
-  try:
-    with ocp.StandardCheckpointer() as reader:
-      saved = dict(reader.metadata(path).item_metadata)
-  except Exception as e:  # pylint: disable=broad-exception-caught
-    raise checkpoint_lib.CheckpointError(f'{path}: cannot read the saved tree ({e})') from e
-  has_ema = 'ema' in saved
+  config = _read_run_config(os.fspath(workdir))
   if weights == 'auto':
-    weights = 'ema' if has_ema and config.get('optim', {}).get('ema_decay', 0) > 0 else 'params'
-  key = weights
-  if key not in saved:
-    raise KeyError(f'{path}: no {key!r} in the saved state (it holds {sorted(saved)})')
-  abstract = export.abstract_params(model_cfg)
-  want, have = _flat_shapes(abstract), _flat_shapes(saved[key])
-  diffs = ([f'missing: {key}/{p}' for p in sorted(set(want) - set(have))] +
-           [f'unexpected: {key}/{p}' for p in sorted(set(have) - set(want))] +
-           [f'{key}/{p}: saved {have[p]}, expected {want[p]}' for p in sorted(want)
-            if p in have and have[p] != want[p]])
-  if diffs:
-    raise checkpoint_lib.StateMismatchError(
-        f'{path}: the saved {key} do not fit the model of {workdir}/config.json: '
-        f'{"; ".join(diffs[:5])}' + (f' (and {len(diffs) - 5} more)' if len(diffs) > 5 else ''),
-        diffs)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = {key: jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
-                              abstract)}
-  try:
-    with ocp.PyTreeCheckpointer() as reader:
-      restored = reader.restore(path, args=ocp.args.PyTreeRestore(target, partial_restore=True))
-  except Exception as e:  # pylint: disable=broad-exception-caught
-    raise checkpoint_lib.CheckpointError(f'{path}: cannot restore {key} ({e})') from e
-  return jax.tree.map(np.asarray, restored[key]), config, step, key
-
-
-def load_run(workdir: str, step: int | None = None, weights: str = 'auto'):
-  """`inference.Loaded` of run `workdir` (either model) from `load_run_params`."""
-  from mgm_jax import inference  # pylint: disable=g-import-not-at-top
-  params, config, step, _ = load_run_params(workdir, step, weights)
-  model_cfg = model_lib.model_config_from(config.model, drop_path_rate=0.0)
-  return inference.Loaded(model=model_lib.from_params(model_cfg, params), config=config,
-                          step=int(step))
-
-
-def save_run(out: str, config, params, step: int = 0) -> str:
-  """Writes a run the trainer resumes from (config.json + checkpoints/<step>), either model.
-
-  The autoencoder: `inference.save`. The classifier: the same state (step, params, a fresh
-  `config.optim` AdamW state, an EMA copy when `optim.ema_decay` > 0), built from its model.
-  (Layer-decay scales add no leaves to the optimizer state.)
-  """
-  from mgm_jax import inference  # pylint: disable=g-import-not-at-top
-  model_cfg = model_lib.model_config_from(config.model)
-  if model_cfg.num_classes == 0:
-    return inference.save(out, config, params, step=step)
-  out = os.path.abspath(os.fspath(out))
-  model = model_lib.from_params(model_cfg, params)
-  schedule = optim.make_schedule(config.optim, config.batch_size, 1, 1)
-  state = optim.init_state(model, optim.make_optimizer(config.optim, schedule),
-                           ema=config.optim.get('ema_decay', 0) > 0)
-  state['step'] = jax.numpy.asarray(step, jax.numpy.int32)
-  workdir_lib.write_config(out, config)
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(out, 'checkpoints'), async_save=False)
-  try:
-    ckpt.save(step, state, force=True)
-  finally:
-    ckpt.close()
-  return out
+    weights = 'ema' if config.get('optim', {}).get('ema_decay', 0) > 0 else 'params'
+  return inference.load(workdir, step, ema=weights == 'ema')
 
 
 def run_class_names(workdir: str, model_cfg: model_lib.ModelConfig) -> list[str] | None:
@@ -572,7 +481,7 @@ def export_run(workdir: str, out: str, fmt: str, step: int | None = None,
 
   Either model: a classifier run (`model.num_classes` > 0) becomes an HF
   VideoMAEForVideoClassification or the official finetune layout. `class_names`: default the
-  run's class_names.txt, else `class_<i>`. `weights`: see `load_run_params`.
+  run's class_names.txt, else `class_<i>`. `weights`: see `load_run`.
 
   Returns (the run as loaded, the files removed from `out`). `overwrite`: see
   `clear_export_dir`; without it a non-empty `out` raises FileExistsError before anything is
@@ -691,16 +600,18 @@ def import_run(src: str, fmt: str, out: str, config, step: int = 0) -> str:
   its latest one, not from these weights. The written run is read back and compared bit-exact.
   A classifier's class names (HF id2label, or model_config.json's) go to out/class_names.txt.
   """
+  from mgm_jax import inference  # pylint: disable=g-import-not-at-top
   out = os.fspath(out)
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
     raise FileExistsError(f'--out {out} is not an empty directory: the trainer would resume '
                           'from what it holds; choose a new one')
   params, _, names = _read_weights(os.fspath(src), fmt, config)
-  save_run(out, config, params, step=step)
+  inference.save(out, config, params, step=step)
   if names:
     with open(os.path.join(out, CLASS_NAMES_FILE), 'w', encoding='utf-8') as f:
       f.write(''.join(f'{name}\n' for name in names))
-  got, _, _, _ = load_run_params(out, weights='params')
+  loaded = inference.load(out)
+  got = nnx.to_pure_dict(nnx.state(loaded.model, nnx.Param))
   jax.tree.map(np.testing.assert_array_equal, got, params)
   return out
 
@@ -717,33 +628,29 @@ def _named(error: Exception, src: str) -> Exception:
   return (KeyError if isinstance(error, KeyError) else ValueError)(f'{src}: {message}')
 
 
-def read_init_weights(src: str | os.PathLike, model_cfg: model_lib.ModelConfig | None = None,
-                      step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-  """The weights a finetune starts from: (params, info).
+def read_init_weights(src: str | os.PathLike, model_cfg: model_lib.ModelConfig | None = None
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+  """The weights a finetune starts from (`config.init`, see `mgm_jax.pretrained`): (params, info).
 
   `src`: an HF directory (VideoMAEForPreTraining, VideoMAEModel or
-  VideoMAEForVideoClassification), an official VideoMAE file (.pth/.pt/.bin {"model" |
-  "module": state dict} or .safetensors; pretraining or finetune), or a mgm-jax run directory
-  (config.json + checkpoints/; at `step`, default the latest, its EMA if it keeps one). The
-  layout is read from the keys (`export.detect_style`).
+  VideoMAEForVideoClassification) or an official VideoMAE file (.pth/.pt/.bin {"model" |
+  "module": state dict} or .safetensors; pretraining or finetune). The layout is read from the
+  keys (`export.detect_style`).
 
   `params`: `export.backbone_params` of it, a subtree of our classifier's: {"encoder":
   {"patch_embed", "blocks"}} plus "fc_norm" and "head" when the source is a (mean-pooling)
-  classifier whose head fits `model_cfg`. `info`: {"source", "style", "fields" (what the
-  weights' shapes record: widths, depth, tubelet, patch, ...), "dropped" ({key: reason} for
-  the parts left out on purpose: decoder, final norm, a head for other classes), "class_names"
-  (an HF classifier's id2label, else None), "step" (a run's)}.
+  classifier (with `model_cfg`: its head only if it has as many classes). `info`: {"source",
+  "style", "fields" (what the weights' shapes record: widths, depth, tubelet, patch, ...),
+  "dropped" ({key: reason} for the parts left out on purpose: decoder, final norm, a head for
+  other classes), "class_names" (an HF classifier's id2label, else None)}.
 
   `model_cfg`: the config to initialise; a width/depth/patch/tubelet/channel/MLP mismatch is
   an export.ConfigMismatchError naming every field. Every error names `src`.
   """
   src = os.fspath(src)
-  info: dict[str, Any] = {'source': src, 'class_names': None, 'step': None}
+  info: dict[str, Any] = {'source': src, 'class_names': None}
   try:
-    if os.path.isdir(src) and os.path.isdir(os.path.join(src, 'checkpoints')):
-      params, _, info['step'], key = load_run_params(src, step)
-      sd, info['weights'] = export.to_videomae_state_dict(params), key
-    elif os.path.isdir(src):
+    if os.path.isdir(src):
       sd, hf_cfg = load_hf(src)
       if export.HF_ARCHITECTURES[True] in (hf_cfg.get('architectures') or []):
         info['class_names'] = export.class_names_from_hf(hf_cfg)

@@ -48,6 +48,7 @@ from mgm_jax import model as model_lib
 from mgm_jax import evaluate as evaluate_lib
 from mgm_jax import optim
 from mgm_jax import pretrained
+from mgm_jax import probe
 from mgm_jax import reconstruct
 from mgm_jax import sharding as sharding_lib
 from mgm_jax import train_step as step_lib
@@ -77,8 +78,8 @@ def make_source(config, logdir: str, split: str | None = None):
     if split == d.split:
       return sources.synthetic_source(root, d.num_synthetic_videos, seed=config.seed,
                                       **dict(d.synthetic))
-    return sources.synthetic_source(f"{root}_{split}",
-                                    config.eval.num_videos or d.num_synthetic_videos,
+    held_out = config.eval.num_videos if "eval" in config else 0
+    return sources.synthetic_source(f"{root}_{split}", held_out or d.num_synthetic_videos,
                                     seed=config.seed + 1 + sum(map(ord, split)),
                                     **dict(d.synthetic))
   if d.source == "prepared":
@@ -132,6 +133,7 @@ class Run:
   ckpt: checkpoint_lib.Checkpointer
   validate: Callable | None  # the classifier's single-view validation: params -> metrics
   forward: Callable | None  # the classifier's eval forward pass (multi-view test)
+  knn: Callable | None = None  # the autoencoder's kNN monitor: params -> metrics
   batch_keys: tuple[str, ...] = ("frames", "mask")
 
 
@@ -230,13 +232,32 @@ def setup(config, workdir: str, logdir: str) -> Run:
           num_threads=d.num_threads)
       return evaluate_lib.metrics(preds, names)
 
+  # --- Eval (autoencoder): the kNN monitor on frozen features.
+  knn = None
+  if not is_classifier and config.eval.knn_every_steps:
+    features = evaluate_lib.make_forward(model, mesh, features=True)
+    query_source = make_source(config, logdir, config.eval.split)
+
+    def knn(params):
+      e, spec1 = config.eval, evaluate_lib.eval_spec(config)
+      bank, query = (evaluate_lib.predict(features, params, src, spec1, mesh,
+                                          batch_size=e.batch_size, num_videos=n,
+                                          num_threads=d.num_threads)
+                     for src, n in ((source, e.knn_train_videos), (query_source, e.num_videos)))
+      ok_b = np.array([not x for x in bank.errors], bool)
+      ok_q = np.array([not x for x in query.errors], bool)
+      num_classes = int(max(bank.label.max(), query.label.max())) + 1
+      return probe.knn_accuracy(bank.outputs[ok_b].mean(axis=1), bank.label[ok_b],
+                                query.outputs[ok_q].mean(axis=1), query.label[ok_q],
+                                num_classes)
+
   return Run(config=config, mesh=mesh, spec=spec, data_iter=data_iter, total_steps=total_steps,
              model_cfg=model_cfg, state=state, step=int(step), train_step=train_step,
              predict_first=None if is_classifier else jax.jit(
                  _predict_first, out_shardings=sharding_lib.replicated(mesh)),
              to_global=lambda local: jax.make_array_from_process_local_data(batch_sharding,
                                                                             local),
-             ckpt=ckpt, validate=validate_fn, forward=forward,
+             ckpt=ckpt, validate=validate_fn, forward=forward, knn=knn,
              batch_keys=step_lib.batch_keys(model))
 
 
@@ -346,6 +367,12 @@ def loop(run: Run, logdir: str, *, stop_after: int | None = None) -> dict:
       if run.validate is not None and (is_last or (config.eval.every_steps and
                                                    step % config.eval.every_steps == 0)):
         best.validate(step, state)
+      if run.knn is not None and (is_last or step % config.eval.knn_every_steps == 0):
+        tic_knn = time.perf_counter()
+        m = run.knn(state["params"])
+        writer.write(step, {"knn_top1": m["top1"], "knn_top5": m["top5"],
+                            "knn_seconds": time.perf_counter() - tic_knn})
+        logging.info("step %d: kNN monitor top-1 %.4f, top-5 %.4f", step, m["top1"], m["top5"])
       if (run.predict_first is not None and config.image_every
           and (step % config.image_every == 0 or is_last)):
         pred = jax.device_get(run.predict_first(state["params"], inputs["frames"],

@@ -119,9 +119,10 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
     _fail("data.root", "is empty; source=raw reads the data set's own layout under it")
   if d.source == "synthetic":
     _at_least("data.num_synthetic_videos", d.num_synthetic_videos, 1)
-  known = inspect.signature(synthetic.make_video).parameters
+  known = [p for p in inspect.signature(synthetic.make_video).parameters
+           if p not in ("path", "seed")] + ["num_classes"]  # make_dataset's label classes
   for key in d.synthetic:
-    _choice(f"data.synthetic.{key}", key, [p for p in known if p not in ("path", "seed")])
+    _choice(f"data.synthetic.{key}", key, known)
   _choice("data.motion", d.motion, decode.MOTION_POLICIES)
   for name, low in (("stride", 1), ("repeats", 1), ("fold", 1), ("num_train_videos", 0),
                     ("num_threads", 0), ("num_workers", 0), ("prefetch", 0),
@@ -196,11 +197,14 @@ def _validate_finetuning(config, num_devices: int, num_processes: int) -> None:
   if config.init and m.num_classes == 0:
     _fail("init", "applies to finetuning only (set model.num_classes > 0)")
   _at_least("init_step", config.init_step, -1)
-  for name in ("every_steps", "num_videos"):
+  for name in ("every_steps", "num_videos", "knn_every_steps", "knn_train_videos"):
     _at_least(f"eval.{name}", e[name], 0)
   for name in ("batch_size", "temporal_views", "spatial_views"):
     _at_least(f"eval.{name}", e[name], 1)
-  if m.num_classes > 0 and e.batch_size % num_devices:
+  if m.num_classes > 0 and e.knn_every_steps:
+    _fail("eval.knn_every_steps", "is the pretraining monitor; a classifier validates with "
+          "eval.every_steps")
+  if (m.num_classes > 0 or e.knn_every_steps) and e.batch_size % num_devices:
     _fail("eval.batch_size", f"{e.batch_size} is not divisible by the {num_devices} devices")
-  if m.num_classes > 0 and e.batch_size % num_processes:
+  if (m.num_classes > 0 or e.knn_every_steps) and e.batch_size % num_processes:
     _fail("eval.batch_size", f"{e.batch_size} is not divisible by {num_processes} processes")

@@ -107,3 +107,25 @@ def test_import_errors_are_one_line(tmp_path):
       'import_torch', "the weights have encoder_dim 128 but --config's model.size='B' gives 768",
       'pass --config.model.size=tiny --config.model.img_size=96 --config.model.num_frames=8')
   assert not any((tmp_path / d).exists() for d in 'abc')
+
+
+def test_classifier_export_prints_the_logits_difference(tmp_path):
+  """A finetuning run (model.num_classes > 0) exports as VideoMAEForVideoClassification."""
+  config = schema.load('configs/demo.py')
+  config.model.num_classes = 3
+  inference.save(tmp_path / 'run', config, _params(model_lib.model_config_from(config.model)))
+  names = tmp_path / 'names.txt'
+  names.write_text('up\ndown\nstill\n')
+  out = tmp_path / 'hf'
+  result = _cli('export_torch', '--workdir', tmp_path / 'run', '--out', out, '--format', 'hf',
+                '--class_names', names)
+  assert result.returncode == 0, result.stderr
+  assert 'classifier, 3 classes' in result.stdout
+  assert float(result.stdout.split('logits ')[1].split(' ')[0]) < 1e-4
+  config_json = (out / 'config.json').read_text()
+  assert '"VideoMAEForVideoClassification"' in config_json and '"down"' in config_json
+  names.write_text('up\ndown\n')
+  _assert_one_line_error(
+      _cli('export_torch', '--workdir', tmp_path / 'run', '--out', tmp_path / 'x', '--format',
+           'videomae', '--class_names', names),
+      'export_torch', '2 class names for model.num_classes = 3')

@@ -1,0 +1,161 @@
+r"""Frozen-encoder features of a run for a split, and the linear probe / kNN evaluation on them.
+
+    python launch/extract_features.py --workdir=/runs/ssv2_pretrain [--step=N] \
+        --splits=train,validation [--temporal_views=1 --spatial_views=1] [--out=DIR]
+    python launch/extract_features.py --workdir=/runs/ssv2_pretrain --probe \
+        --train_split=train --test_split=validation
+
+Features: the encoder's tokens on the whole (unmasked) clip, mean-pooled (a pretraining run:
+after the encoder's final norm; a finetuned classifier: what its head reads, after fc_norm),
+one vector per video, averaged over its views. Written to OUT/<split>.npz (numpy only:
+features [N, D] float32, labels [N], video_ids [N], meta JSON; `mgm_jax.probe.load_features`),
+by default OUT = <workdir>/features/step<N>/. Videos that fail to decode are listed in
+OUT/<split>.failed.txt and left out of the file.
+
+`--probe` then runs, on the train and test features (extracted first if missing):
+  * a weighted kNN (k=20, cosine, T=0.07) of the test videos against the train videos;
+  * a linear probe swept over --lrs x --weight_decays, the setting chosen on a held-out
+    --val_fraction of the TRAIN videos (never the test split), retrained on all train videos and
+    reported once on the test split. Results in OUT/probe.json and one printed line.
+
+Runs on all devices and processes; expected failures print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from flax import nnx
+import jax
+import numpy as np
+
+from mgm_jax import checkpoint as checkpoint_lib
+from mgm_jax import evaluate
+from mgm_jax import inference
+from mgm_jax import probe
+from mgm_jax import sharding
+from mgm_jax import train
+from mgm_jax import workdir as workdir_lib
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A pretraining or finetuning run.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_SPLITS = flags.DEFINE_list("splits", [], "Splits to extract (besides --probe's).")
+_TEMPORAL = flags.DEFINE_integer("temporal_views", 1, "Clips in time per video (averaged).")
+_SPATIAL = flags.DEFINE_integer("spatial_views", 1, "Crops per clip (averaged).")
+_BATCH = flags.DEFINE_integer("batch_size", 8, "Videos per step (all processes).")
+_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 0, "Only the first N videos of each split.")
+_LIST_FILE = flags.DEFINE_string("list_file", None, "Override data.list_file.")
+_DATA_ROOT = flags.DEFINE_string("data_root", None, "Override data.root.")
+_PREPARED = flags.DEFINE_string("prepared_dir", None, "Override data.prepared_dir.")
+_OUT = flags.DEFINE_string("out", None, "Output directory (default under the workdir).")
+_PROBE = flags.DEFINE_bool("probe", False, "Run the kNN and linear probe evaluation.")
+_TRAIN_SPLIT = flags.DEFINE_string("train_split", "train", "--probe: the split trained on.")
+_TEST_SPLIT = flags.DEFINE_string("test_split", "validation", "--probe: the split reported.")
+_VAL_FRACTION = flags.DEFINE_float("val_fraction", 0.1, "--probe: train videos held out to "
+                                   "choose the probe's lr / weight decay.")
+_LRS = flags.DEFINE_list("lrs", ["0.01", "0.1", "1.0"], "--probe: learning rates swept.")
+_WDS = flags.DEFINE_list("weight_decays", ["0", "0.001"], "--probe: weight decays swept.")
+_EPOCHS = flags.DEFINE_integer("epochs", 50, "--probe: epochs of the linear probe.")
+_K = flags.DEFINE_integer("k", 20, "--probe: kNN neighbours.")
+_SEED = flags.DEFINE_integer("seed", 0, "--probe: seed of the held-out split and the probe.")
+
+
+def extract(loaded, config, logdir: str, split: str, out: str) -> str:
+  """Writes OUT/<split>.npz; returns its path."""
+  mesh = sharding.make_mesh(-1, 1)
+  source = train.make_source(config, logdir, split)
+  spec = evaluate.eval_spec(config, _TEMPORAL.value, _SPATIAL.value)
+  forward = evaluate.make_forward(loaded.model, mesh, features=True)
+  params = nnx.to_pure_dict(nnx.state(loaded.model, nnx.Param))
+  batch = max(_BATCH.value - _BATCH.value % jax.device_count(), jax.device_count())
+  preds = evaluate.predict(forward, params, source, spec, mesh, batch_size=batch,
+                           num_videos=_NUM_VIDEOS.value, num_threads=config.data.num_threads)
+  ok = np.array([not e for e in preds.errors], bool)
+  path = os.path.join(out, f"{split}.npz")
+  if jax.process_index() == 0:
+    os.makedirs(out, exist_ok=True)
+    probe.save_features(path, preds.outputs[ok].mean(axis=1), preds.label[ok],
+                        np.asarray(preds.names)[ok], meta={
+                            "workdir": _WORKDIR.value, "step": loaded.step, "split": split,
+                            "temporal_views": _TEMPORAL.value, "spatial_views": _SPATIAL.value,
+                            "model": type(loaded.model).__name__, "failed": int((~ok).sum())})
+    failed = [f"{n}\t{e}\n" for n, e in zip(preds.names, preds.errors) if e]
+    with open(os.path.join(out, f"{split}.failed.txt"), "w", encoding="utf-8") as f:
+      f.writelines(failed)
+  print(f"{split}: {int(ok.sum())} videos -> {path}"
+        + (f" ({int((~ok).sum())} failed to decode, listed in {split}.failed.txt)"
+           if (~ok).any() else ""))
+  return path
+
+
+def evaluate_probe(out: str, num_classes: int) -> dict:
+  """kNN and the linear probe on OUT/<train_split>.npz and OUT/<test_split>.npz."""
+  train_x, train_y, _, _ = probe.load_features(os.path.join(out, f"{_TRAIN_SPLIT.value}.npz"))
+  test_x, test_y, _, _ = probe.load_features(os.path.join(out, f"{_TEST_SPLIT.value}.npz"))
+  knn = probe.knn_accuracy(train_x, train_y, test_x, test_y, num_classes, k=_K.value)
+  rng = np.random.default_rng(_SEED.value)
+  order = rng.permutation(len(train_y))
+  held = max(1, int(round(_VAL_FRACTION.value * len(order))))
+  if held >= len(order):
+    raise ValueError(f"--val_fraction={_VAL_FRACTION.value} leaves no train videos")
+  val, fit = order[:held], order[held:]
+  lrs, wds = [float(v) for v in _LRS.value], [float(v) for v in _WDS.value]
+  sweep = probe.linear_probe(train_x[fit], train_y[fit], train_x[val], train_y[val],
+                             num_classes, lrs=lrs, weight_decays=wds, epochs=_EPOCHS.value,
+                             batch_size=min(256, len(fit)), seed=_SEED.value)
+  final = probe.linear_probe(train_x, train_y, train_x[val], train_y[val], num_classes,
+                             lrs=(sweep.lr,), weight_decays=(sweep.weight_decay,),
+                             epochs=_EPOCHS.value, batch_size=min(256, len(train_y)),
+                             seed=_SEED.value)
+  linear = probe.topk_accuracy(probe.probe_predict(final, test_x), test_y)
+  return {"knn": knn, "linear": linear, "chosen": {"lr": sweep.lr, "weight_decay":
+                                                   sweep.weight_decay},
+          "sweep": sweep.table, "train_videos": int(len(train_y)),
+          "test_videos": int(len(test_y)), "held_out_videos": int(held),
+          "num_classes": num_classes}
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  workdir = _WORKDIR.value
+  try:
+    loaded = inference.load(workdir, _STEP.value)
+    config = loaded.config
+    for field, value in (("list_file", _LIST_FILE.value), ("root", _DATA_ROOT.value),
+                         ("prepared_dir", _PREPARED.value)):
+      if value is not None:
+        config.data[field] = value
+    _, logdir = workdir_lib.run_dirs(workdir)
+    out = _OUT.value or os.path.join(logdir, "features", f"step{loaded.step}")
+    splits = list(_SPLITS.value)
+    if _PROBE.value:
+      splits += [s for s in (_TRAIN_SPLIT.value, _TEST_SPLIT.value)
+                 if s not in splits and not os.path.exists(os.path.join(out, f"{s}.npz"))]
+    for split in splits:
+      extract(loaded, config, logdir, split, out)
+    if _PROBE.value and jax.process_index() == 0:
+      labels = probe.load_features(os.path.join(out, f"{_TRAIN_SPLIT.value}.npz"))[1]
+      num_classes = config.model.get("num_classes", 0) or int(labels.max()) + 1
+      results = evaluate_probe(out, num_classes)
+      with open(os.path.join(out, "probe.json"), "w", encoding="utf-8") as f:
+        json.dump({"workdir": workdir, "step": loaded.step, **results}, f, indent=2)
+      print(f"kNN (k={_K.value}) top-1 {results['knn']['top1']:.4f}  linear probe top-1 "
+            f"{results['linear']['top1']:.4f} (lr {results['chosen']['lr']:g}, wd "
+            f"{results['chosen']['weight_decay']:g}, chosen on {results['held_out_videos']} "
+            f"held-out train videos)  on {results['test_videos']} {_TEST_SPLIT.value} videos "
+            f"-> {out}/probe.json")
+  except (OSError, ValueError, FloatingPointError, workdir_lib.WorkdirError,
+          checkpoint_lib.CheckpointError) as e:
+    sys.exit(f"extract_features: error: {e}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["workdir"])
+  app.run(main)
