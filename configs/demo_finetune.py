@@ -32,7 +32,8 @@ def get_config(arg: str | None = None):
   config.data.update(
       source="synthetic", num_train_videos=0, num_synthetic_videos=512,
       synthetic=dict(height=128, width=160, num_frames=32, style="bands", num_objects=3,
-                     object_size=(16, 32), num_classes=4),
+                     object_size=(16, 32), num_classes=4,
+                     max_speed=4.0, bounce=True),
       sampling="window", stride=2, crop="multi_scale", flip=False, repeats=2,
       rand_augment_ops=0, erase_prob=0.0, num_threads=2)
   config.optim.update(base_lr=4e-3, warmup_steps=20, layer_decay=0.75)

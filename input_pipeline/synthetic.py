@@ -184,6 +184,7 @@ def make_video(
     seed: int = 0,
     encoder_options: Mapping[str, str] | None = None,
     style: str = "textured",
+    bounce: bool = True,
 ) -> SyntheticVideo:
   """Renders and encodes one synthetic video.
 
@@ -203,6 +204,10 @@ def make_video(
     encoder_options: FFmpeg encoder options overriding the codec's defaults.
     style: one of `STYLES`: "textured" (rectangles moving in any direction) or "bands"
       (full-width bars moving up or down); see the module docstring.
+    bounce: False places each object's start (same random draws, rescaled) so that it does not
+      reach an edge within the video, so it never bounces and keeps one direction (labels from
+      any window of the clip are then exact); objects too fast for that (speed x (F - 1) >
+      the room to move) still bounce. True (default): starts uniform over the frame.
 
   Returns:
     The file path and ground truth.
@@ -238,13 +243,18 @@ def make_video(
     sizes[:, 0] = width
   textures = [paint_object(rng, int(h), int(w)) for w, h in sizes]
   span = np.array([width, height], np.float64) - sizes  # [K, 2]
-  start = rng.uniform(0.0, 1.0, size=(num_objects, 2)) * span
+  start_fraction = rng.uniform(0.0, 1.0, size=(num_objects, 2))
+  start = start_fraction * span
   angle = rng.uniform(0, 2 * math.pi, size=num_objects)
   speed = rng.uniform(max_speed / 2, max_speed, size=num_objects)
   velocities = np.stack([speed * np.cos(angle), speed * np.sin(angle)], axis=-1)
   if style == "bands":  # straight up or down
     dy = np.where(velocities[:, 1] < 0, -speed, speed)
     velocities = np.stack([np.zeros_like(speed), dy], axis=-1)
+  if not bounce:  # start where the whole straight path fits inside [0, span]
+    travel = np.abs(velocities) * max(num_frames - 1, 0)
+    room = np.maximum(span - travel, 0.0)
+    start = np.where(velocities < 0, np.minimum(travel, span), 0.0) + start_fraction * room
   exact, frame_velocities = _bounce(start, velocities, span, num_frames)
   positions = np.rint(exact).astype(np.intp)  # [F, K, 2]
   for f in range(num_frames):

@@ -436,12 +436,14 @@ def test_evaluate_cli_on_the_best_checkpoint(finetune_dir):
   proc = _evaluate_cli(f"--workdir={workdir}", "--best", "--temporal_views=1",
                        "--spatial_views=1")
   assert proc.returncode == 0, proc.stderr[-3000:]
-  out = workdir / "eval" / f"validation-step{best['step']}-best"
+  # The run keeps an EMA: --weights=auto evaluates it, as the run's own validation did.
+  out = workdir / "eval" / f"validation-step{best['step']}-best-ema"
   lines = proc.stdout.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("top-1 ") and lines[0].endswith(str(out))
   m = json.loads((out / "metrics.json").read_text())
   assert lines[0].startswith(f"top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  over {NUM_VAL} ")
-  assert m["step"] == best["step"] and m["best"] is True and m["ema"] is False
+  assert m["step"] == best["step"] and m["best"] is True and m["ema"] is True
+  assert m["top1"] == best["top1"]  # the same weights and views as the run's validation
   assert m["views"] == 1 and m["videos"] == NUM_VAL and m["failed"] == 0
   assert m["temporal_views"] == m["spatial_views"] == 1 and m["split"] == "validation"
   preds = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
