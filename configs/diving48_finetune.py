@@ -1,4 +1,6 @@
-r"""Finetuning on Diving48 (V2 annotations) (MGM Table 6, Diving48 column), the official train/test split.
+r"""Finetuning on Diving48 (V2 annotations) (MGM Table 6, Diving48 column).
+
+Split: the official train/test split.
 
 ViT-B from a pretraining run, 16 frames at stride 2, 224x224, base lr 5e-4 at VideoMAE's
 128 videos per step, layer decay 0.7, drop path 0.2, no warmup, 100 epochs, repeated

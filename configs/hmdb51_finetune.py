@@ -1,4 +1,6 @@
-r"""Finetuning on HMDB51 (MGM Table 6, HMDB51 column), split 1 (`--config.data.fold=2|3` for the others).
+r"""Finetuning on HMDB51 (MGM Table 6, HMDB51 column).
+
+Split: split 1 (`--config.data.fold=2|3` for the others).
 
 ViT-B from a pretraining run, 16 frames at stride 4, 224x224, base lr 5e-4 at VideoMAE's
 128 videos per step, layer decay 0.7, drop path 0.2, no warmup, 100 epochs, repeated

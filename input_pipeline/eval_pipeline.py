@@ -107,17 +107,21 @@ class LoadViews(grain.transforms.Map):
 
 
 class _Positions:
-  """Random-access (position, record) pairs over `source` padded with (-1, None) entries."""
+  """Random-access (position, record) pairs of the `chosen` positions of `source`, padded with
+  (-1, None) entries to `length`."""
 
-  def __init__(self, source, length: int):
-    self._source, self._length = source, length
+  def __init__(self, source, chosen: np.ndarray, length: int):
+    self._source, self._chosen, self._length = source, chosen, length
 
   def __len__(self) -> int:
     return self._length
 
-  def __getitem__(self, position: int):
-    position = int(position)
-    return (position, self._source[position]) if position < len(self._source) else (-1, None)
+  def __getitem__(self, i: int):
+    i = int(i)
+    if i >= len(self._chosen):
+      return (-1, None)
+    position = int(self._chosen[i])
+    return (position, self._source[position])
 
 
 def make_eval_dataset(source, spec: EvalSpec, *, batch_size: int, num_videos: int = 0,
@@ -126,21 +130,15 @@ def make_eval_dataset(source, spec: EvalSpec, *, batch_size: int, num_videos: in
   """The per-process evaluation stream and its number of batches (the same on every process).
 
   `batch_size` counts videos per global batch (all processes); `num_videos` > 0 evaluates only
-  the first that many videos of the source.
+  that many videos, evenly spaced over the source (list files are often sorted by class: the
+  first N would cover only the first classes). The positions reported are the source's.
   """
   if batch_size % process_count:
     raise ValueError(f"eval batch {batch_size} is not divisible by {process_count} processes")
   total = min(num_videos, len(source)) if num_videos > 0 else len(source)
   steps = max(-(-total // batch_size), 1)
-
-  class _Limited:  # the first `total` videos
-    def __len__(self):
-      return total
-
-    def __getitem__(self, i):
-      return source[i]
-
-  positions = _Positions(_Limited(), steps * batch_size)
+  chosen = np.floor(np.arange(total) * (len(source) / total)).astype(np.int64)
+  positions = _Positions(source, chosen, steps * batch_size)
   ds = grain.MapDataset.source(positions)[process_index::process_count].map(LoadViews(spec))
   per_process = batch_size // process_count
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(num_threads, 1),

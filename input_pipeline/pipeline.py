@@ -12,7 +12,8 @@ Batches stack B/R elements; `flatten_repeats` turns a batch into B clips.
 Finetuning clips (`ClipSpec.mask_strategy=None`) have no "mask" and no motion (frames are decoded
 without vectors); their views follow VideoMAE's finetuning augmentation in this order: crop
 (`crop`: random-resized or multi-scale), flip, RandAugment (the same ops on every frame),
-random erasing (per frame). VideoMAE applies RandAugment before the crop, on the full frames;
+random erasing (one box for the whole clip, VideoMAE's `cube` erasing; fresh noise per
+frame). VideoMAE applies RandAugment before the crop, on the full frames;
 here it runs on the S x S crop (cheaper; its geometric ops then move the crop's content, and
 its translation range is 0.45 x S, as VideoMAE sets it from the input size).
 

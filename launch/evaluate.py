@@ -80,6 +80,11 @@ def run(workdir: str) -> tuple[dict, str]:
     if value is not None:
       d[field] = value
   split = _SPLIT.value or e.split
+  if _LIST_FILE.value is not None:  # that very file is the split evaluated
+    d.split = split
+    d.source = _SOURCE.value or "list"
+  elif _PREPARED.value is not None:
+    d.source = _SOURCE.value or "prepared"
   temporal, spatial = _TEMPORAL.value or e.temporal_views, _SPATIAL.value or e.spatial_views
   batch = _BATCH.value or e.batch_size
   batch -= batch % jax.device_count() or 0

@@ -44,6 +44,9 @@ from mgm_jax import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A pretraining or finetuning run.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_WEIGHTS = flags.DEFINE_enum(
+    "weights", "auto", ["auto", "params", "ema"], "The parameters, or their EMA (a run with "
+    "optim.ema_decay > 0); auto: the EMA where the run keeps one.")
 _SPLITS = flags.DEFINE_list("splits", [], "Splits to extract (besides --probe's).")
 _TEMPORAL = flags.DEFINE_integer("temporal_views", 1, "Clips in time per video (averaged).")
 _SPATIAL = flags.DEFINE_integer("spatial_views", 1, "Crops per clip (averaged).")
@@ -126,7 +129,9 @@ def main(argv) -> None:
   logging.set_verbosity(logging.WARNING)
   workdir = _WORKDIR.value
   try:
-    loaded = inference.load(workdir, _STEP.value)
+    ema = (_WEIGHTS.value == "ema" or _WEIGHTS.value == "auto"
+           and workdir_lib.read_config(workdir).optim.get("ema_decay", 0.0) > 0)
+    loaded = inference.load(workdir, _STEP.value, ema=ema)
     config = loaded.config
     for field, value in (("list_file", _LIST_FILE.value), ("root", _DATA_ROOT.value),
                          ("prepared_dir", _PREPARED.value)):

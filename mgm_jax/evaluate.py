@@ -97,11 +97,12 @@ def predict(forward: Callable, params, source, spec: eval_pipeline.EvalSpec, mes
       source, spec, batch_size=batch_size, num_videos=num_videos, process_index=pid,
       process_count=nproc, num_threads=num_threads)
   batch_sharding = sharding_lib.batch_sharding(mesh)
-  # Parameters committed elsewhere (inference.load: one device) are replicated onto the mesh.
+  # Parameters committed elsewhere (inference.load: one local device) are replicated onto the
+  # mesh from host memory (a device-to-device copy across hosts is not possible).
   devices = set(mesh.devices.flat)
   params = jax.tree.map(
       lambda a: a if isinstance(a, jax.Array) and a.sharding.device_set == devices
-      else jax.device_put(a, sharding_lib.replicated(mesh)), params)
+      else jax.device_put(np.asarray(a), sharding_lib.replicated(mesh)), params)
   rows = {"index": [], "label": [], "name": [], "error": [], "outputs": []}
   for step, batch in zip(range(steps), dataset):
     frames = jax.make_array_from_process_local_data(batch_sharding, batch["frames"])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 from absl import logging
+from etils import epath
 import jax
 import numpy as np
 
@@ -27,8 +28,9 @@ from mgm_jax import model as model_lib
 
 
 def _is_workdir(path: str) -> bool:
-  return os.path.isdir(os.path.join(path, "checkpoints")) and os.path.isfile(
-      os.path.join(path, "config.json"))
+  """A mgm-jax run directory, local or remote (gs://...)."""
+  root = epath.Path(path)
+  return (root / "checkpoints").is_dir() and (root / "config.json").exists()
 
 
 def read(src: str, step: int | None = None,
@@ -39,7 +41,7 @@ def read(src: str, step: int | None = None,
     loaded = inference.load(src, step)
     params = jax.tree.map(np.asarray, nnx_params(loaded.model))
     return params, f"workdir {src} at step {loaded.step} ({type(loaded.model).__name__})"
-  if not os.path.exists(src):
+  if not epath.Path(src).exists():
     raise FileNotFoundError(f"config.init: {src} does not exist (a mgm-jax workdir, a Hugging "
                             "Face VideoMAE folder or an official VideoMAE .pth)")
   from mgm_jax import torch_io  # pylint: disable=g-import-not-at-top

@@ -116,7 +116,7 @@ def defaults() -> ml_collections.ConfigDict:
       flip=False,  # random horizontal flip (off for SSv2: its labels depend on left/right)
       rand_augment_ops=0,  # finetuning: RandAugment ops per clip (VideoMAE: 4; 0 = off), the
       rand_augment_magnitude=7,  # same ops and magnitudes on every frame (magnitude std 0.5)
-      erase_prob=0.0,  # finetuning: random erasing per frame (VideoMAE: 0.25)
+      erase_prob=0.0,  # finetuning: random erasing, one box per clip (VideoMAE: 0.25)
       motion="auto",  # mv | frame_diff | auto (vectors where the codec has them)
       compensate_camera=False,  # subtract each frame's dominant motion before the magnitude
       repeats=1,  # repeated sampling: crops and masks per decoded video

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from input_pipeline import datasets
+from input_pipeline import eval_pipeline
 from input_pipeline import pipeline
 from input_pipeline import sources
 from mgm_jax import checkpoint as checkpoint_lib
@@ -224,6 +225,7 @@ def setup(config, workdir: str, logdir: str) -> Run:
     forward = evaluate_lib.make_forward(model, mesh)
     val_source = make_source(config, logdir, config.eval.split)
     names = class_names(val_source)
+    _check_some_decode(val_source, evaluate_lib.eval_spec(config), config.eval.split)
 
     def validate_fn(params):
       preds = evaluate_lib.predict(
@@ -259,6 +261,17 @@ def setup(config, workdir: str, logdir: str) -> Run:
                                                                             local),
              ckpt=ckpt, validate=validate_fn, forward=forward, knn=knn,
              batch_keys=step_lib.batch_keys(model))
+
+
+def _check_some_decode(source, spec, split: str, tries: int = 3) -> None:
+  """Stops at setup, not at the first validation hours later, if the first few videos of the
+  split all fail to decode (a wrong path or an undecodable set)."""
+  load = eval_pipeline.LoadViews(spec)
+  picks = sorted({int(i) for i in np.linspace(0, len(source) - 1, min(tries, len(source)))})
+  errors = [eval_pipeline.decode_text(load.map((i, source[i]))["error"]) for i in picks]
+  if all(errors):
+    raise SkippedVideosError(f"eval.split={split!r}: the {len(picks)} videos tried all failed to "
+                             f"decode, e.g. {errors[0]}")
 
 
 class _Preemption:
@@ -364,15 +377,6 @@ def loop(run: Run, logdir: str, *, stop_after: int | None = None) -> dict:
         writer.progress(step, {k: v for k, v in last.items() if k != "clips_per_s"},
                         last["clips_per_s"])
         tic, clips_since = time.perf_counter(), 0
-      if run.validate is not None and (is_last or (config.eval.every_steps and
-                                                   step % config.eval.every_steps == 0)):
-        best.validate(step, state)
-      if run.knn is not None and (is_last or step % config.eval.knn_every_steps == 0):
-        tic_knn = time.perf_counter()
-        m = run.knn(state["params"])
-        writer.write(step, {"knn_top1": m["top1"], "knn_top5": m["top5"],
-                            "knn_seconds": time.perf_counter() - tic_knn})
-        logging.info("step %d: kNN monitor top-1 %.4f, top-5 %.4f", step, m["top1"], m["top5"])
       if (run.predict_first is not None and config.image_every
           and (step % config.image_every == 0 or is_last)):
         pred = jax.device_get(run.predict_first(state["params"], inputs["frames"],
@@ -382,6 +386,19 @@ def loop(run: Run, logdir: str, *, stop_after: int | None = None) -> dict:
               batch["frames"][0], batch["mask"][0], pred, tubelet=run.model_cfg.tubelet,
               patch=run.model_cfg.patch, norm_pix=config.loss.norm_pix))
       ckpt.save(step, state, run.data_iter, force=is_last or stopping)
+      # Evaluation after the save (a crash in it loses no steps), and not when stopping early:
+      # a preempted run must exit within its grace period.
+      evaluating = is_last or not stopping
+      if run.validate is not None and evaluating and (
+          is_last or (config.eval.every_steps and step % config.eval.every_steps == 0)):
+        best.validate(step, state)
+      if run.knn is not None and evaluating and (
+          is_last or step % config.eval.knn_every_steps == 0):
+        tic_knn = time.perf_counter()
+        m = run.knn(state["params"])
+        writer.write(step, {"knn_top1": m["top1"], "knn_top5": m["top5"],
+                            "knn_seconds": time.perf_counter() - tic_knn})
+        logging.info("step %d: kNN monitor top-1 %.4f, top-5 %.4f", step, m["top1"], m["top5"])
       if stopping and not is_last:
         logging.warning("stopping early: saved step %d, exiting", step)
         break
@@ -404,7 +421,13 @@ class _Best:
   """Single-view validation results and the best checkpoint so far, in <workdir>/best.
 
   <workdir>/best/<step> holds the whole train state of the step with the highest validation
-  top-1 (one kept) and best.json its metrics; a resumed run continues from best.json.
+  top-1 (one kept) and best.json its metrics; a resumed run continues from best.json. A run
+  resumed from an earlier step (config.resume_step) sets a later best aside with the later
+  checkpoints: it belongs to the trajectory that is being replaced.
+
+  A validation on which every video, or more than data.max_skipped_fraction of them (and more
+  than 10), failed to decode stops the run: a wrong path for the validation split must not
+  train for a week without a single valid number.
   """
 
   def __init__(self, run: Run, writer: metrics_lib.MetricsWriter):
@@ -413,11 +436,26 @@ class _Best:
     self._ckpt = checkpoint_lib.Checkpointer(self._dir, keep=1, every_steps=1,
                                              async_save=False)
     info = self._dir / "best.json"
-    self.top1 = json.loads(info.read_text())["top1"] if info.exists() else -1.0
+    record = json.loads(info.read_text()) if info.exists() else None
+    later = [s for s in self._ckpt.all_steps() if s > run.step]
+    if later or (record is not None and record["step"] > run.step):
+      logging.warning("resumed from step %d: setting aside the best checkpoint of a later step "
+                      "%s", run.step, self._ckpt.set_aside(later))
+      if jax.process_index() == 0 and info.exists():
+        info.replace(self._dir / f"best.json.set-aside-{int(time.time())}")
+      record = None
+    self.top1 = record["top1"] if record is not None else -1.0
 
   def validate(self, step: int, state: dict) -> dict:
     tic = time.perf_counter()
     m = self._run.validate(eval_params(state))
+    budget = self._run.config.data.max_skipped_fraction
+    if m["decoded"] == 0 or m["failed"] > max(10, budget * m["videos"]):
+      first = next(iter(m["failed_videos"].items()))
+      raise SkippedVideosError(
+          f"validation at step {step}: {m['failed']} of {m['videos']} videos of "
+          f"eval.split={self._run.config.eval.split!r} failed to decode (data.max_skipped_"
+          f"fraction={budget}), e.g. {first[0]}: {first[1]}")
     scalars = {"val_top1": m["top1"], "val_top5": m["top5"], "val_failed": m["failed"],
                "val_seconds": time.perf_counter() - tic}
     self._writer.write(step, scalars)
@@ -426,6 +464,8 @@ class _Best:
                  "; new best" if m["top1"] > self.top1 else "")
     if m["top1"] > self.top1:
       self.top1 = m["top1"]
+      if step in self._ckpt.all_steps():  # e.g. a resumed run validating the same step again
+        self._ckpt.set_aside([step])
       self._ckpt.save(step, state, force=True)
       self._ckpt.wait()
       if jax.process_index() == 0:
@@ -478,9 +518,10 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
       if is_main:  # only once the checkpoint (if any) restored: it belongs to this config
         workdir_lib.write_config(workdir, config)
       last = loop(run, logdir, stop_after=stop_after)
-      if run.forward is not None and config.eval.final_test and run.step == run.total_steps:
-        results = test(run, run.state, logdir, os.path.join(
-            logdir, "eval", f"{config.eval.split}-step{run.step}"))
+      out = os.path.join(logdir, "eval", f"{config.eval.split}-step{run.step}")
+      if (run.forward is not None and config.eval.final_test and run.step == run.total_steps
+          and not os.path.exists(os.path.join(out, "metrics.json"))):  # not again on relaunch
+        results = test(run, run.state, logdir, out)
         last.update(test_top1=results["top1"], test_top5=results["top5"])
       return last
     finally:

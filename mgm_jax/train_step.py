@@ -65,7 +65,9 @@ def _stochastic(model, key) -> bool:
   cfg = model.config
   stochastic = cfg.drop_path_rate > 0 or (cfg.num_classes > 0 and cfg.head_dropout > 0)
   if stochastic:
-    nnx.reseed(model, dropout=key)
+    # Models built with nnx.Rngs(seed) draw dropout from the "default" stream, models built
+    # with a "dropout" stream from that one: reseed both (a missing name is ignored).
+    nnx.reseed(model, default=key, dropout=key)
   return stochastic
 
 

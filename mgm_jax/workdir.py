@@ -90,12 +90,31 @@ def _resumable(field: str) -> bool:
 
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-  """The config a run was started with, from `workdir/config.json`."""
+  """The config a run was started with, from `workdir/config.json`.
+
+  Fields the file lacks (added to the schema after the run started) get their schema default,
+  which is the behaviour the run had. Taken as saved: `model` (a field it lacks means the
+  size preset's or ModelConfig's default, which `model.model_config_from` applies) and
+  `data.synthetic` (its keys are free).
+  """
   path = epath.Path(workdir) / CONFIG_FILE
   try:
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    saved = json.loads(path.read_text())
   except (OSError, ValueError) as e:
     raise WorkdirError(f"{path}: cannot read the run's config ({type(e).__name__}: {e})") from e
+  return ml_collections.ConfigDict(_with_defaults(saved, json.loads(schema.defaults().to_json())))
+
+
+def _with_defaults(saved: dict, default: dict, prefix: str = "") -> dict:
+  out = dict(saved)
+  for key, value in default.items():
+    if prefix + key in ("model", "data.synthetic"):
+      continue
+    if key not in out:
+      out[key] = value
+    elif isinstance(value, dict) and isinstance(out[key], dict):
+      out[key] = _with_defaults(out[key], value, f"{prefix}{key}.")
+  return out
 
 
 def config_differences(saved, config) -> list[str]:

@@ -30,6 +30,7 @@ from mgm_jax import pretrained
 from mgm_jax import schema
 from mgm_jax import sharding
 from mgm_jax import train
+from mgm_jax import train_step as step_lib
 from mgm_jax import validate
 from mgm_jax import workdir as workdir_lib
 
@@ -475,3 +476,63 @@ def test_invalid_finetune_config_names_its_field(field, value):
   named = "init" if field == "model.num_classes" else field
   with pytest.raises(validate.ConfigError, match=r"^config\." + named.replace(".", r"\.") + ":"):
     validate.validate(config, num_devices=2)
+
+
+# --- Randomness of the step. ---
+
+
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_drop_path_draws_change_with_step_and_micro_batch(num_classes):
+  """Drop path must draw anew each step and micro-batch (the same draw for the same ones)."""
+  cfg = model_lib.model_config("tiny", num_frames=4, img_size=(32, 32), encoder_depth=2,
+                               decoder_depth=1, num_classes=num_classes, drop_path_rate=0.5,
+                               head_init_scale=10.0, dtype="float32")
+  model = model_lib.make_model(cfg, nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  classify = step_lib.ClassifyLoss(num_classes, label_smoothing=0.0, mixup_alpha=0.0,
+                                   cutmix_alpha=0.0) if num_classes else None
+  loss_fn = jax.jit(step_lib.make_loss_fn(graphdef, rest, 6, True, 0, classify))
+  rng = np.random.default_rng(0)
+  batch = {"frames": rng.integers(0, 256, (4, 4, 32, 32, 3), dtype=np.uint8)}
+  if num_classes:
+    batch["label"] = np.array([0, 1, 2, 0], np.int32)
+  else:
+    mask = np.zeros((4, 2 * 2 * 2), bool)
+    mask[:, :6] = True
+    batch["mask"] = np.stack([rng.permutation(m) for m in mask])
+  losses = [float(loss_fn(params, batch, step, micro)) for step, micro in
+            ((0, 0), (1, 0), (0, 1), (0, 0))]
+  assert losses[0] == losses[3]  # a pure function of (seed, step, micro-batch)
+  assert losses[0] != losses[1] and losses[0] != losses[2], losses
+
+
+# --- Review fixes: subsets, broken validation splits. ---
+
+
+def test_eval_subset_is_spread_over_the_split():
+  """eval.num_videos takes evenly spaced videos (list files are often sorted by class)."""
+  source = [{"path": f"/nonexistent/{i}.mp4", "label": i} for i in range(10)]
+  spec = eval_pipeline.EvalSpec(num_frames=4, stride=1, size=32)
+  dataset, steps = eval_pipeline.make_eval_dataset(source, spec, batch_size=2, num_videos=3)
+  batches = [b for _, b in zip(range(steps), dataset)]
+  index = np.concatenate([b["index"] for b in batches]).tolist()
+  assert steps == 2 and index == [0, 3, 6, -1]
+  labels = np.concatenate([b["label"] for b in batches]).tolist()
+  assert labels[:3] == [0, 3, 6]  # each element is the record at its position
+  assert all(eval_pipeline.decode_text(e) for b in batches for e in b["error"][:1])
+
+
+def test_a_validation_split_that_does_not_decode_stops_at_setup(data_root, finetune_dir,
+                                                                tmp_path):
+  del finetune_dir  # its run generated the videos under data_root
+  train_list = tmp_path / "train.txt"
+  train_list.write_text((data_root / "train.txt").read_text())
+  for i in range(4):
+    (tmp_path / f"bad{i}.mp4").write_bytes(b"not a video" * (i + 1))
+  (tmp_path / "broken.txt").write_text("".join(f"{tmp_path}/bad{i}.mp4 0\n" for i in range(4)))
+  config = _finetune_config(data_root, "")
+  config.data.update(source="list", list_file=str(train_list), root=str(data_root))
+  config.eval.split = "broken"
+  with pytest.raises(train.SkippedVideosError, match=r"eval.split='broken': the 3 videos tried "
+                     r"all failed to decode, e\.g\. .*bad0\.mp4"):
+    train.train(config, str(tmp_path / "work"))
