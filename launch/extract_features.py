@@ -55,6 +55,8 @@ _NUM_VIDEOS = flags.DEFINE_integer("num_videos", 0, "Only the first N videos of 
 _LIST_FILE = flags.DEFINE_string("list_file", None, "Override data.list_file.")
 _DATA_ROOT = flags.DEFINE_string("data_root", None, "Override data.root.")
 _PREPARED = flags.DEFINE_string("prepared_dir", None, "Override data.prepared_dir.")
+_SOURCE = flags.DEFINE_string("data_source", None, "Override data.source (default: list with "
+                              "--list_file, prepared with --prepared_dir).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default under the workdir).")
 _PROBE = flags.DEFINE_bool("probe", False, "Run the kNN and linear probe evaluation.")
 _TRAIN_SPLIT = flags.DEFINE_string("train_split", "train", "--probe: the split trained on.")
@@ -133,10 +135,18 @@ def main(argv) -> None:
            and workdir_lib.read_config(workdir).optim.get("ema_decay", 0.0) > 0)
     loaded = inference.load(workdir, _STEP.value, ema=ema)
     config = loaded.config
+    d = config.data
     for field, value in (("list_file", _LIST_FILE.value), ("root", _DATA_ROOT.value),
                          ("prepared_dir", _PREPARED.value)):
       if value is not None:
-        config.data[field] = value
+        d[field] = value
+    if _LIST_FILE.value is not None:  # other splits: <split>.txt beside the list file
+      d.source = _SOURCE.value or "list"
+      d.split = os.path.splitext(os.path.basename(_LIST_FILE.value))[0]
+    elif _PREPARED.value is not None:
+      d.source = _SOURCE.value or "prepared"
+    elif _SOURCE.value is not None:
+      d.source = _SOURCE.value
     _, logdir = workdir_lib.run_dirs(workdir)
     out = _OUT.value or os.path.join(logdir, "features", f"step{loaded.step}")
     splits = list(_SPLITS.value)

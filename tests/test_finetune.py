@@ -536,3 +536,33 @@ def test_a_validation_split_that_does_not_decode_stops_at_setup(data_root, finet
   with pytest.raises(train.SkippedVideosError, match=r"eval.split='broken': the 3 videos tried "
                      r"all failed to decode, e\.g\. .*bad0\.mp4"):
     train.train(config, str(tmp_path / "work"))
+
+
+# --- Cross-data-set evaluation (Table 3's protocol). ---
+
+
+def test_class_map_scores_on_the_target_classes(tmp_path):
+  """Source classes [a, b, c, d] -> target [x, y]: a, b -> x; c -> y; d unmapped."""
+  path = tmp_path / "map.txt"
+  path.write_text("# source target\na\tx\nb x\n2 y\n")
+  mapping = evaluate.read_class_map(str(path), 4, ["a", "b", "c", "d"], ["x", "y", "z"])
+  np.testing.assert_array_equal(mapping, [0, 0, 1, -1])
+  logits = np.log(np.array([  # per video one view; softmax of log p = p
+      [[0.1, 0.5, 0.1, 0.3]],   # label x: best mapped source b -> x: right
+      [[0.1, 0.1, 0.2, 0.6]],   # label y: d is unmapped and ignored; c -> y: right
+      [[0.6, 0.1, 0.2, 0.1]],   # label y: a -> x: wrong (top-5 of the mapped: right)
+      [[0.3, 0.3, 0.3, 0.1]],   # label z: no source class maps to z: left out
+  ]))
+  preds = evaluate.Predictions(index=np.arange(4), label=np.array([0, 1, 1, 2]),
+                               names=["v0", "v1", "v2", "v3"], errors=[""] * 4,
+                               outputs=logits.astype(np.float32))
+  m = evaluate.metrics(preds, ["x", "y", "z"], mapping)
+  assert m["videos"] == 3 and m["unmapped"] == 1
+  assert m["top1"] == pytest.approx(2 / 3) and m["top5"] == 1.0
+  assert m["per_class"] == {"x": {"top1": 1.0, "videos": 1}, "y": {"top1": 0.5, "videos": 2}}
+  for bad, message in (("a x y\n", "expected 'source_class target_class'"),
+                       ("e x\n", "unknown source class 'e'"),
+                       ("a x\na y\n", "mapped twice"), ("# nothing\n", "maps no classes")):
+    path.write_text(bad)
+    with pytest.raises(evaluate.ClassMapError, match=message):
+      evaluate.read_class_map(str(path), 4, ["a", "b", "c", "d"], ["x", "y", "z"])
