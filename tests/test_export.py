@@ -22,6 +22,9 @@ from mgm_jax import schema
 from mgm_jax import torch_io
 
 torch = pytest.importorskip('torch')
+from videomae_torch import Block as _Block  # pylint: disable=g-import-not-at-top
+from videomae_torch import PatchEmbed as _PatchEmbed  # pylint: disable=g-import-not-at-top
+from videomae_torch import sinusoid as _sinusoid  # pylint: disable=g-import-not-at-top
 transformers = pytest.importorskip('transformers')
 
 TOL = 1e-4
@@ -59,66 +62,6 @@ def case(request):
 
 # ---------------------------------------------------------------------------------------------
 # An independent official-layout VideoMAE (modeling_pretrain.py as documented in NOTES.md).
-
-
-def _sinusoid(n, d):
-  j = np.arange(d)
-  table = np.arange(n)[:, None] / np.power(10000, 2 * (j // 2) / d)[None]
-  table[:, 0::2], table[:, 1::2] = np.sin(table[:, 0::2]), np.cos(table[:, 1::2])
-  return torch.tensor(table, dtype=torch.float32)[None]
-
-
-class _Attention(torch.nn.Module):
-
-  def __init__(self, dim, heads):
-    super().__init__()
-    self.heads, self.scale = heads, (dim // heads) ** -0.5
-    self.qkv = torch.nn.Linear(dim, 3 * dim, bias=False)
-    self.q_bias = torch.nn.Parameter(torch.zeros(dim))
-    self.v_bias = torch.nn.Parameter(torch.zeros(dim))
-    self.proj = torch.nn.Linear(dim, dim)
-
-  def forward(self, x):
-    b, n, _ = x.shape
-    bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-    qkv = torch.nn.functional.linear(x, self.qkv.weight, bias)
-    q, k, v = qkv.reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-    attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-    return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
-
-
-class _Mlp(torch.nn.Module):
-
-  def __init__(self, dim, hidden):
-    super().__init__()
-    self.fc1, self.act, self.fc2 = (torch.nn.Linear(dim, hidden), torch.nn.GELU(),
-                                    torch.nn.Linear(hidden, dim))
-
-  def forward(self, x):
-    return self.fc2(self.act(self.fc1(x)))
-
-
-class _Block(torch.nn.Module):
-
-  def __init__(self, dim, heads, ratio, eps):
-    super().__init__()
-    self.norm1, self.norm2 = torch.nn.LayerNorm(dim, eps=eps), torch.nn.LayerNorm(dim, eps=eps)
-    self.attn, self.mlp = _Attention(dim, heads), _Mlp(dim, int(dim * ratio))
-
-  def forward(self, x):
-    x = x + self.attn(self.norm1(x))
-    return x + self.mlp(self.norm2(x))
-
-
-class _PatchEmbed(torch.nn.Module):
-
-  def __init__(self, cfg):
-    super().__init__()
-    kernel = (cfg.tubelet, cfg.patch, cfg.patch)
-    self.proj = torch.nn.Conv3d(cfg.in_chans, cfg.encoder_dim, kernel_size=kernel, stride=kernel)
-
-  def forward(self, x):  # [B, C, T, H, W]
-    return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class _Encoder(torch.nn.Module):

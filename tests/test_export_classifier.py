@@ -24,6 +24,7 @@ from mgm_jax import schema
 from mgm_jax import torch_io
 
 torch = pytest.importorskip('torch')
+import videomae_torch  # pylint: disable=g-import-not-at-top
 transformers = pytest.importorskip('transformers')
 
 TOL = 1e-4
@@ -184,64 +185,22 @@ def test_import_of_an_hf_classifier_gives_hf_logits_and_carries_the_names(tiny, 
 # The official finetune layout (modeling_finetune.py, use_mean_pooling=True).
 
 
-def _sinusoid(n, d):
-  j = np.arange(d)
-  table = np.arange(n)[:, None] / np.power(10000, 2 * (j // 2) / d)[None]
-  table[:, 0::2], table[:, 1::2] = np.sin(table[:, 0::2]), np.cos(table[:, 1::2])
-  return torch.tensor(table, dtype=torch.float32)[None]
-
-
-class _Attention(torch.nn.Module):
-
-  def __init__(self, dim, heads):
-    super().__init__()
-    self.heads, self.scale = heads, (dim // heads) ** -0.5
-    self.qkv = torch.nn.Linear(dim, 3 * dim, bias=False)
-    self.q_bias = torch.nn.Parameter(torch.zeros(dim))
-    self.v_bias = torch.nn.Parameter(torch.zeros(dim))
-    self.proj = torch.nn.Linear(dim, dim)
-
-  def forward(self, x):
-    b, n, _ = x.shape
-    bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-    qkv = torch.nn.functional.linear(x, self.qkv.weight, bias)
-    q, k, v = qkv.reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-    attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-    return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
-
-
-class _Block(torch.nn.Module):
-
-  def __init__(self, dim, heads, hidden, eps):
-    super().__init__()
-    self.norm1, self.norm2 = torch.nn.LayerNorm(dim, eps=eps), torch.nn.LayerNorm(dim, eps=eps)
-    self.attn = _Attention(dim, heads)
-    self.mlp = torch.nn.Module()
-    self.mlp.fc1, self.mlp.fc2 = torch.nn.Linear(dim, hidden), torch.nn.Linear(hidden, dim)
-
-  def forward(self, x):
-    x = x + self.attn(self.norm1(x))
-    h = self.mlp.fc2(torch.nn.functional.gelu(self.mlp.fc1(self.norm2(x))))
-    return x + h
-
-
 class OfficialFinetuneVideoMAE(torch.nn.Module):
   """VisionTransformer of MCG-NJU/VideoMAE modeling_finetune.py, use_mean_pooling=True (no
   layer scale, fixed sin-cos table, `norm` = Identity, fc_norm eps 1e-6)."""
 
   def __init__(self, cfg):
     super().__init__()
-    d, eps, kernel = cfg.encoder_dim, cfg.layer_norm_eps, (cfg.tubelet, cfg.patch, cfg.patch)
-    self.patch_embed = torch.nn.Module()
-    self.patch_embed.proj = torch.nn.Conv3d(cfg.in_chans, d, kernel_size=kernel, stride=kernel)
-    self.pos_embed = _sinusoid(cfg.num_patches, d)  # not a parameter
-    self.blocks = torch.nn.ModuleList([_Block(d, cfg.encoder_heads, int(d * cfg.mlp_ratio), eps)
+    d, eps = cfg.encoder_dim, cfg.layer_norm_eps
+    self.patch_embed = videomae_torch.PatchEmbed(cfg)
+    self.pos_embed = videomae_torch.sinusoid(cfg.num_patches, d)  # not a parameter
+    self.blocks = torch.nn.ModuleList([videomae_torch.Block(d, cfg.encoder_heads, cfg.mlp_ratio, eps)
                                        for _ in range(cfg.encoder_depth)])
     self.fc_norm = torch.nn.LayerNorm(d, eps=eps)
     self.head = torch.nn.Linear(d, cfg.num_classes)
 
   def forward(self, x):  # [B, C, T, H, W]
-    x = self.patch_embed.proj(x).flatten(2).transpose(1, 2) + self.pos_embed
+    x = self.patch_embed(x) + self.pos_embed
     for blk in self.blocks:
       x = blk(x)
     return self.head(self.fc_norm(x.mean(1)))
