@@ -17,8 +17,10 @@ point the data at the target (--data_source, --dataset, --data_root / --list_fil
 of unmapped classes are left out and counted.
 
 A released VideoMAE classifier is evaluated by importing it first (launch/import_torch.py).
-Runs on all devices and processes (each process loads its share of the videos); expected
-failures print one line and exit 1.
+Runs on all devices of one process (a single host). Across several processes (a pod), the
+same evaluation runs inside training: the validation and the final test of launch/main.py,
+where every process loads its share of the videos; this command has no jax.distributed flags
+yet. Expected failures print one line and exit 1.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ OUT/<split>.failed.txt and left out of the file.
     --val_fraction of the TRAIN videos (never the test split), retrained on all train videos and
     reported once on the test split. Results in OUT/probe.json and one printed line.
 
-Runs on all devices and processes; expected failures print one line and exit 1.
+Runs on all devices of one process (a single host; no jax.distributed flags yet). Expected
+failures print one line and exit 1.
 """
 
 from __future__ import annotations
