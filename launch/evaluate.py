@@ -17,10 +17,10 @@ point the data at the target (--data_source, --dataset, --data_root / --list_fil
 of unmapped classes are left out and counted.
 
 A released VideoMAE classifier is evaluated by importing it first (launch/import_torch.py).
-Runs on all devices of one process (a single host). Across several processes (a pod), the
-same evaluation runs inside training: the validation and the final test of launch/main.py,
-where every process loads its share of the videos; this command has no jax.distributed flags
-yet. Expected failures print one line and exit 1.
+Runs on all devices and processes (each process loads its share of the videos and process 0
+writes the report): start it on every host as launch/main.py is started (the same
+--coordinator_address / --num_processes / --process_id flags, or a SLURM / TPU environment).
+Expected failures print one line and exit 1.
 """
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ _SOURCE = flags.DEFINE_string("data_source", None, "Override data.source (e.g. a
 _DATASET = flags.DEFINE_string("dataset", None, "Override data.dataset.")
 _CLASS_MAP = flags.DEFINE_string("class_map", None, "Source -> target class mapping file.")
 _OUT = flags.DEFINE_string("out", None, "Report directory (default under the workdir).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "yes", "no"],
+                                 "Initialise jax.distributed: auto = when several processes.")
 
 
 def run(workdir: str) -> tuple[dict, str]:
@@ -118,13 +124,16 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  sharding.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                                  _PROCESS_ID.value)
   try:
     results, out = run(_WORKDIR.value)
   except (OSError, ValueError, workdir_lib.WorkdirError, checkpoint_lib.CheckpointError) as e:
     sys.exit(f"evaluate: error: {e}")
   print(f"top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}  over {results['decoded']} "
         f"videos ({results['failed']} failed to decode; with them counted wrong: top-1 "
-        f"{results['top1_all']:.4f})  {results['views']} views per video -> {out}")
+        f"{results['top1_all']:.4f})  {results['views']} views per video, "
+        f"{jax.process_count()} process(es) -> {out}")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ OUT/<split>.failed.txt and left out of the file.
     --val_fraction of the TRAIN videos (never the test split), retrained on all train videos and
     reported once on the test split. Results in OUT/probe.json and one printed line.
 
-Runs on all devices of one process (a single host; no jax.distributed flags yet). Expected
-failures print one line and exit 1.
+Runs on all devices and processes (start it on every host as launch/main.py is started; process
+0 writes the files). Expected failures print one line and exit 1.
 """
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ _PREPARED = flags.DEFINE_string("prepared_dir", None, "Override data.prepared_di
 _SOURCE = flags.DEFINE_string("data_source", None, "Override data.source (default: list with "
                               "--list_file, prepared with --prepared_dir).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default under the workdir).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "yes", "no"],
+                                 "Initialise jax.distributed: auto = when several processes.")
 _PROBE = flags.DEFINE_bool("probe", False, "Run the kNN and linear probe evaluation.")
 _TRAIN_SPLIT = flags.DEFINE_string("train_split", "train", "--probe: the split trained on.")
 _TEST_SPLIT = flags.DEFINE_string("test_split", "validation", "--probe: the split reported.")
@@ -130,6 +136,8 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  sharding.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                                  _PROCESS_ID.value)
   workdir = _WORKDIR.value
   try:
     ema = (_WEIGHTS.value == "ema" or _WEIGHTS.value == "auto"

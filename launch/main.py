@@ -32,6 +32,7 @@ from input_pipeline import decode
 from input_pipeline import pipeline
 from input_pipeline import sources
 from mgm_jax import checkpoint as checkpoint_lib
+from mgm_jax import sharding
 from mgm_jax import train
 from mgm_jax import validate
 from mgm_jax import workdir as workdir_lib
@@ -53,31 +54,6 @@ class _QuietOrbax(pylogging.Filter):
 
   def filter(self, record: pylogging.LogRecord) -> bool:
     return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
-
-
-def _cluster_has_several_processes() -> bool:
-  """Whether a scheduler JAX auto-detects started this as one of several processes."""
-  env = os.environ
-  if int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1:
-    return True
-  if int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
-    return True
-  return "," in env.get("TPU_WORKER_HOSTNAMES", "")  # multi-host Cloud TPU slice
-
-
-def initialize_distributed(mode: str = "auto", coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None) -> bool:
-  """Calls `jax.distributed.initialize` if `mode` and the environment say so; returns whether."""
-  explicit = bool(num_processes and num_processes > 1)
-  if mode == "no" or (mode == "auto" and not explicit and not _cluster_has_several_processes()):
-    return False
-  # CPU processes need a collectives backend to run cross-process computations (tests, CPU
-  # clusters); GPUs and TPUs ignore this setting.
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
-  return True
 
 
 # Failures a user can fix from the message alone: one line, no traceback.
@@ -110,8 +86,8 @@ def _train(argv):
   del argv
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
-                         _PROCESS_ID.value)
+  sharding.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                                  _PROCESS_ID.value)
   logging.info("JAX %s: process %d of %d, %d local / %d global devices (%s)", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.default_backend())

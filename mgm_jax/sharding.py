@@ -1,4 +1,7 @@
-"""The device mesh and how arrays are laid out on it.
+"""The device mesh and how arrays are laid out on it; joining the processes of a run.
+
+`initialize_distributed` starts `jax.distributed` when a run has several processes (explicit
+flags, or a SLURM / MPI / multi-host TPU environment); every entry point calls it first.
 
 Two mesh axes: `data` (pure data parallelism: parameters replicated) and `fsdp` (data parallelism
 whose parameters and optimizer state are split across the axis, gathered per layer by XLA). The
@@ -13,6 +16,7 @@ layout of their parameters.
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import numpy as np
@@ -69,3 +73,28 @@ def tree_shardings(tree, mesh: Mesh):
   """NamedShardings for every array leaf of `tree` (arrays or ShapeDtypeStructs)."""
   fsdp_size = mesh.shape["fsdp"]
   return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(tuple(x.shape), fsdp_size)), tree)
+
+
+def _cluster_has_several_processes() -> bool:
+  """Whether a scheduler JAX auto-detects started this as one of several processes."""
+  env = os.environ
+  if int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1:
+    return True
+  if int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
+    return True
+  return "," in env.get("TPU_WORKER_HOSTNAMES", "")  # multi-host Cloud TPU slice
+
+
+def initialize_distributed(mode: str = "auto", coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> bool:
+  """Calls `jax.distributed.initialize` if `mode` and the environment say so; returns whether."""
+  explicit = bool(num_processes and num_processes > 1)
+  if mode == "no" or (mode == "auto" and not explicit and not _cluster_has_several_processes()):
+    return False
+  # CPU processes need a collectives backend to run cross-process computations (tests, CPU
+  # clusters); GPUs and TPUs ignore this setting.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
+  return True

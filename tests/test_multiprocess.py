@@ -90,3 +90,54 @@ def test_two_processes_match_one_and_restore_in_one(videos, tmp_path):
   resumed = train.train(_config(videos, STEPS + 1), str(multi))
   assert np.isfinite(resumed["loss"])
   assert sorted(_losses(multi)) == list(range(1, STEPS + 2))
+
+
+def _evaluate_cli(workdir, out, *extra, processes=1, timeout=240):
+  """launch/evaluate.py in `processes` processes of 2 fake CPU devices each."""
+  port = portpicker.pick_unused_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  flags = [] if processes == 1 else [f"--coordinator_address=127.0.0.1:{port}",
+                                     f"--num_processes={processes}"]
+  procs = [subprocess.Popen(
+      [sys.executable, str(REPO / "launch" / "evaluate.py"), f"--workdir={workdir}",
+       f"--out={out}", "--temporal_views=2", "--spatial_views=1", "--batch_size=4", *extra,
+       *flags, *([f"--process_id={i}"] if processes > 1 else [])],
+      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(processes)]
+  outputs = []
+  try:
+    for p in procs:
+      outputs.append(p.communicate(timeout=timeout)[0])
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for i, (p, text) in enumerate(zip(procs, outputs)):
+    assert p.returncode == 0, f"process {i} failed:\n{text[-4000:]}"
+  return outputs
+
+
+def test_evaluate_in_two_processes_equals_one(tmp_path):
+  """Each process evaluates its share; process 0's report equals a single process's."""
+  import test_finetune  # pylint: disable=g-import-not-at-top
+  config = test_finetune._finetune_config(tmp_path / "videos", "")  # pylint: disable=protected-access
+  config.total_steps = 2
+  config.eval.update(final_test=False, every_steps=0, num_videos=7)  # 7: padding in 2 batches
+  workdir = tmp_path / "ft"
+  train.train(config, str(workdir))
+  _evaluate_cli(workdir, tmp_path / "one", processes=1)
+  outputs = _evaluate_cli(workdir, tmp_path / "two", processes=2)
+  for text in outputs:  # both processes joined one run
+    assert text.strip().splitlines()[-1].startswith("top-1 ") and "2 process(es)" in text
+  one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+  two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+  assert one["videos"] == two["videos"] == 7 and one["views"] == 2
+  for key in ("top1", "top5", "top1_all", "per_class", "failed"):
+    assert one[key] == two[key], key
+  lines = lambda d: [json.loads(l) for l in (d / "predictions.jsonl").read_text().splitlines()]
+  first, second = lines(tmp_path / "one"), lines(tmp_path / "two")
+  assert [p["video"] for p in first] == [p["video"] for p in second]
+  for a, b in zip(first, second):
+    assert [c for c, _ in a["top5"]] == [c for c, _ in b["top5"]]
+    np.testing.assert_allclose([s for _, s in a["top5"]], [s for _, s in b["top5"]], atol=1e-5)
