@@ -40,37 +40,27 @@ from mgm_jax import model as model_lib
 from mgm_jax import sharding
 from mgm_jax import train
 from mgm_jax import workdir as workdir_lib
+import distributed_flags  # launch/distributed_flags.py  # pylint: disable=g-bad-import-order
+import data_flags  # launch/data_flags.py  # pylint: disable=g-bad-import-order
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finetuning run (model.num_classes > 0).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _BEST = flags.DEFINE_bool("best", False, "Evaluate the best validation checkpoint instead.")
 _WEIGHTS = flags.DEFINE_enum(
-    "weights", "auto", ["auto", "params", "ema"], "The parameters, or their EMA (a run with "
+    "weights", "auto", list(inference.WEIGHTS), "The parameters, or their EMA (a run with "
     "optim.ema_decay > 0); auto: the EMA where the run keeps one, as its own evaluation does.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: the run's eval.split).")
 _TEMPORAL = flags.DEFINE_integer("temporal_views", None, "Clips in time (default: eval.*).")
 _SPATIAL = flags.DEFINE_integer("spatial_views", None, "Crops per clip (default: eval.*).")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Videos per step (default: eval.batch_size).")
-_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 0, "Evaluate only the first N videos.")
-_LIST_FILE = flags.DEFINE_string("list_file", None, "Override data.list_file.")
-_DATA_ROOT = flags.DEFINE_string("data_root", None, "Override data.root.")
-_PREPARED = flags.DEFINE_string("prepared_dir", None, "Override data.prepared_dir.")
-_SOURCE = flags.DEFINE_string("data_source", None, "Override data.source (e.g. a target set).")
-_DATASET = flags.DEFINE_string("dataset", None, "Override data.dataset.")
+_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 0, "Evaluate only N videos (evenly spaced).")
 _CLASS_MAP = flags.DEFINE_string("class_map", None, "Source -> target class mapping file.")
 _OUT = flags.DEFINE_string("out", None, "Report directory (default under the workdir).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0, for multi-process runs.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
-_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "yes", "no"],
-                                 "Initialise jax.distributed: auto = when several processes.")
 
 
 def run(workdir: str) -> tuple[dict, str]:
   """Evaluates as the flags say; returns (metrics, report directory)."""
-  ema = (_WEIGHTS.value == "ema" or _WEIGHTS.value == "auto"
-         and workdir_lib.read_config(workdir).optim.get("ema_decay", 0.0) > 0)
+  ema = inference.uses_ema(workdir_lib.read_config(workdir), _WEIGHTS.value)
   loaded = inference.load(workdir, _STEP.value, ema=ema, best=_BEST.value)
   config = loaded.config
   if not isinstance(loaded.model, model_lib.VideoClassifier):
@@ -82,17 +72,9 @@ def run(workdir: str) -> tuple[dict, str]:
   if _CLASS_MAP.value:  # the source's class names, before the data points at the target
     source_names = train.class_names(train.make_source(config, logdir, d.split))
     num_classes = config.model.num_classes
-  for field, value in (("list_file", _LIST_FILE.value), ("root", _DATA_ROOT.value),
-                       ("prepared_dir", _PREPARED.value), ("source", _SOURCE.value),
-                       ("dataset", _DATASET.value)):
-    if value is not None:
-      d[field] = value
   split = _SPLIT.value or e.split
-  if _LIST_FILE.value is not None:  # that very file is the split evaluated
+  if data_flags.point_data(config) is not None:  # that very list file is the split evaluated
     d.split = split
-    d.source = _SOURCE.value or "list"
-  elif _PREPARED.value is not None:
-    d.source = _SOURCE.value or "prepared"
   temporal, spatial = _TEMPORAL.value or e.temporal_views, _SPATIAL.value or e.spatial_views
   batch = _BATCH.value or e.batch_size
   batch -= batch % jax.device_count() or 0
@@ -124,8 +106,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  sharding.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
-                                  _PROCESS_ID.value)
+  distributed_flags.initialize_distributed()
   try:
     results, out = run(_WORKDIR.value)
   except (OSError, ValueError, workdir_lib.WorkdirError, checkpoint_lib.CheckpointError) as e:

@@ -47,6 +47,7 @@ from absl import flags
 from absl import logging
 
 from mgm_jax import export
+from mgm_jax import inference
 from mgm_jax import torch_io
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run directory.')
@@ -59,7 +60,7 @@ _TOLERANCE = flags.DEFINE_float('tolerance', None, 'Largest max abs difference t
                                 '(default 1e-3 autoencoder, 1e-4 classifier).')
 _CLASS_NAMES = flags.DEFINE_string('class_names', None, 'Classifier: a file with one class name '
                                    'a line (default: the run\'s class_names.txt, else class_<i>).')
-_WEIGHTS = flags.DEFINE_enum('weights', 'auto', list(torch_io.WEIGHTS),
+_WEIGHTS = flags.DEFINE_enum('weights', 'auto', list(inference.WEIGHTS),
                              'auto: the EMA if the run keeps one, else the params.')
 
 

@@ -42,29 +42,21 @@ from mgm_jax import probe
 from mgm_jax import sharding
 from mgm_jax import train
 from mgm_jax import workdir as workdir_lib
+import distributed_flags  # launch/distributed_flags.py  # pylint: disable=g-bad-import-order
+import data_flags  # launch/data_flags.py  # pylint: disable=g-bad-import-order
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A pretraining or finetuning run.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _WEIGHTS = flags.DEFINE_enum(
-    "weights", "auto", ["auto", "params", "ema"], "The parameters, or their EMA (a run with "
+    "weights", "auto", list(inference.WEIGHTS), "The parameters, or their EMA (a run with "
     "optim.ema_decay > 0); auto: the EMA where the run keeps one.")
 _SPLITS = flags.DEFINE_list("splits", [], "Splits to extract (besides --probe's).")
 _TEMPORAL = flags.DEFINE_integer("temporal_views", 1, "Clips in time per video (averaged).")
 _SPATIAL = flags.DEFINE_integer("spatial_views", 1, "Crops per clip (averaged).")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Videos per step (all processes).")
-_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 0, "Only the first N videos of each split.")
-_LIST_FILE = flags.DEFINE_string("list_file", None, "Override data.list_file.")
-_DATA_ROOT = flags.DEFINE_string("data_root", None, "Override data.root.")
-_PREPARED = flags.DEFINE_string("prepared_dir", None, "Override data.prepared_dir.")
-_SOURCE = flags.DEFINE_string("data_source", None, "Override data.source (default: list with "
-                              "--list_file, prepared with --prepared_dir).")
+_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 0, "Only N videos of each split (evenly "
+                                   "spaced).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default under the workdir).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0, for multi-process runs.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
-_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "yes", "no"],
-                                 "Initialise jax.distributed: auto = when several processes.")
 _PROBE = flags.DEFINE_bool("probe", False, "Run the kNN and linear probe evaluation.")
 _TRAIN_SPLIT = flags.DEFINE_string("train_split", "train", "--probe: the split trained on.")
 _TEST_SPLIT = flags.DEFINE_string("test_split", "validation", "--probe: the split reported.")
@@ -136,26 +128,15 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  sharding.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
-                                  _PROCESS_ID.value)
+  distributed_flags.initialize_distributed()
   workdir = _WORKDIR.value
   try:
-    ema = (_WEIGHTS.value == "ema" or _WEIGHTS.value == "auto"
-           and workdir_lib.read_config(workdir).optim.get("ema_decay", 0.0) > 0)
+    ema = inference.uses_ema(workdir_lib.read_config(workdir), _WEIGHTS.value)
     loaded = inference.load(workdir, _STEP.value, ema=ema)
     config = loaded.config
-    d = config.data
-    for field, value in (("list_file", _LIST_FILE.value), ("root", _DATA_ROOT.value),
-                         ("prepared_dir", _PREPARED.value)):
-      if value is not None:
-        d[field] = value
-    if _LIST_FILE.value is not None:  # other splits: <split>.txt beside the list file
-      d.source = _SOURCE.value or "list"
-      d.split = os.path.splitext(os.path.basename(_LIST_FILE.value))[0]
-    elif _PREPARED.value is not None:
-      d.source = _SOURCE.value or "prepared"
-    elif _SOURCE.value is not None:
-      d.source = _SOURCE.value
+    list_file = data_flags.point_data(config)
+    if list_file is not None:  # the file's own split; the others: <split>.txt beside it
+      config.data.split = os.path.splitext(os.path.basename(list_file))[0]
     _, logdir = workdir_lib.run_dirs(workdir)
     out = _OUT.value or os.path.join(logdir, "features", f"step{loaded.step}")
     splits = list(_SPLITS.value)

@@ -32,20 +32,14 @@ from input_pipeline import decode
 from input_pipeline import pipeline
 from input_pipeline import sources
 from mgm_jax import checkpoint as checkpoint_lib
-from mgm_jax import sharding
 from mgm_jax import train
 from mgm_jax import validate
 from mgm_jax import workdir as workdir_lib
+import distributed_flags  # launch/distributed_flags.py  # pylint: disable=g-bad-import-order
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and images go.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0, for multi-process runs.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
-_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "yes", "no"],
-                                 "Initialise jax.distributed: auto = when several processes.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -86,8 +80,7 @@ def _train(argv):
   del argv
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  sharding.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
-                                  _PROCESS_ID.value)
+  distributed_flags.initialize_distributed()
   logging.info("JAX %s: process %d of %d, %d local / %d global devices (%s)", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.default_backend())

@@ -63,6 +63,20 @@ def abstract_train_state(config: ml_collections.ConfigDict, model_cfg: model_lib
       jax.eval_shape(init))
 
 
+# Which parameters of a run to use: its parameters, their EMA, or "auto" (the EMA where the run
+# keeps one, optim.ema_decay > 0: what the run's own validation and test evaluate).
+WEIGHTS = ('auto', 'params', 'ema')
+
+
+def uses_ema(config: ml_collections.ConfigDict, weights: str) -> bool:
+  """Whether `weights` (one of WEIGHTS) means the EMA for a run with `config`."""
+  if weights not in WEIGHTS:
+    raise ValueError(f'weights {weights!r}: choose one of {WEIGHTS}')
+  if weights == 'auto':
+    return config.get('optim', {}).get('ema_decay', 0.0) > 0
+  return weights == 'ema'
+
+
 def load(workdir: str | os.PathLike, step: int | None = None, ema: bool = False,
          best: bool = False) -> Loaded:
   """Restores the model of `workdir` at `step` (default: the latest checkpoint); with `ema`,

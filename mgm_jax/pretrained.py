@@ -17,7 +17,6 @@ rebuilt for the new token grid (the log says so), nothing else depends on them.
 
 from __future__ import annotations
 
-import os
 
 from absl import logging
 from etils import epath

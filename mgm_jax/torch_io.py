@@ -425,7 +425,6 @@ def hf_model_from_state_dict(sd: Mapping[str, np.ndarray], hf_config_kwargs: Map
 # The errors those commands report as one line: missing or unreadable files, strict keys and
 # shapes, a config that does not fit the weights, a non-empty output directory.
 EXPECTED_ERRORS = (KeyError, ValueError, OSError, workdir_lib.WorkdirError)
-WEIGHTS = ('auto', 'params', 'ema')
 
 
 def error_line(error: BaseException) -> str:
@@ -453,12 +452,8 @@ def load_run(workdir: str, step: int | None = None, weights: str = 'auto'):
   EMA when the run keeps one: what it evaluates).
   """
   from mgm_jax import inference  # pylint: disable=g-import-not-at-top
-  if weights not in WEIGHTS:
-    raise ValueError(f'weights {weights!r}: choose one of {WEIGHTS}')
-  config = _read_run_config(os.fspath(workdir))
-  if weights == 'auto':
-    weights = 'ema' if config.get('optim', {}).get('ema_decay', 0) > 0 else 'params'
-  return inference.load(workdir, step, ema=weights == 'ema')
+  ema = inference.uses_ema(_read_run_config(os.fspath(workdir)), weights)
+  return inference.load(workdir, step, ema=ema)
 
 
 def run_class_names(workdir: str, model_cfg: model_lib.ModelConfig) -> list[str] | None:

@@ -7,7 +7,6 @@ q/v biases and LayerNorm scales included, so that any dropped or misplaced tenso
 """
 
 import dataclasses
-import math
 import os
 
 from flax import nnx
@@ -22,9 +21,10 @@ from mgm_jax import schema
 from mgm_jax import torch_io
 
 torch = pytest.importorskip('torch')
-from videomae_torch import Block as _Block  # pylint: disable=g-import-not-at-top
-from videomae_torch import PatchEmbed as _PatchEmbed  # pylint: disable=g-import-not-at-top
-from videomae_torch import sinusoid as _sinusoid  # pylint: disable=g-import-not-at-top
+from export_support import random_params as _random_params  # pylint: disable=g-import-not-at-top
+from export_support import Block as _Block  # pylint: disable=g-import-not-at-top
+from export_support import PatchEmbed as _PatchEmbed  # pylint: disable=g-import-not-at-top
+from export_support import sinusoid as _sinusoid  # pylint: disable=g-import-not-at-top
 transformers = pytest.importorskip('transformers')
 
 TOL = 1e-4
@@ -32,21 +32,6 @@ CONFIGS = {
     'tiny': model_lib.model_config('tiny'),
     'B': model_lib.model_config('B', num_frames=4),
 }
-
-
-def _random_params(cfg, seed=0):
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name = str(getattr(path[-1], 'key', path[-1]))
-    if name == 'scale':
-      return (1 + 0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
-    if name == 'kernel':
-      fan_in = math.prod(leaf.shape[:-1])
-      return (rng.standard_normal(leaf.shape) / math.sqrt(fan_in)).astype(np.float32)
-    return (0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, export.abstract_params(cfg))
 
 
 @pytest.fixture(scope='module', params=list(CONFIGS))

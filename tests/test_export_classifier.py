@@ -8,7 +8,6 @@ ImageNet-normalised.
 """
 
 import json
-import math
 import os
 import re
 
@@ -24,7 +23,7 @@ from mgm_jax import schema
 from mgm_jax import torch_io
 
 torch = pytest.importorskip('torch')
-import videomae_torch  # pylint: disable=g-import-not-at-top
+import export_support  # pylint: disable=g-import-not-at-top
 transformers = pytest.importorskip('transformers')
 
 TOL = 1e-4
@@ -35,25 +34,10 @@ CFG = model_lib.model_config('tiny', num_frames=4, img_size=(32, 32), encoder_de
 AE_CFG = model_lib.model_config('tiny', num_frames=4, img_size=(32, 32), encoder_depth=2)
 
 
-def _random_params(cfg, seed=0):
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name = str(getattr(path[-1], 'key', path[-1]))
-    if name == 'scale':
-      return (1 + 0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
-    if name == 'kernel':
-      fan_in = math.prod(leaf.shape[:-1])
-      return (rng.standard_normal(leaf.shape) / math.sqrt(fan_in)).astype(np.float32)
-    return (0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, export.abstract_params(cfg))
-
-
 @pytest.fixture(scope='module')
 def tiny():
   """(params, video, our encoder features, our logits): the module's one compiled model."""
-  params = _random_params(CFG)
+  params = export_support.random_params(CFG)
   video, _, _ = torch_io.check_inputs(CFG, seed=1)
   feats, logits = torch_io.jax_classifier_outputs(model_lib.from_params(CFG, params), video)
   return params, video, feats, logits
@@ -61,7 +45,7 @@ def tiny():
 
 @pytest.fixture(scope='module')
 def ae_params():
-  return _random_params(AE_CFG, seed=2)
+  return export_support.random_params(AE_CFG, seed=2)
 
 
 def _assert_same(a, b):
@@ -192,9 +176,9 @@ class OfficialFinetuneVideoMAE(torch.nn.Module):
   def __init__(self, cfg):
     super().__init__()
     d, eps = cfg.encoder_dim, cfg.layer_norm_eps
-    self.patch_embed = videomae_torch.PatchEmbed(cfg)
-    self.pos_embed = videomae_torch.sinusoid(cfg.num_patches, d)  # not a parameter
-    self.blocks = torch.nn.ModuleList([videomae_torch.Block(d, cfg.encoder_heads, cfg.mlp_ratio, eps)
+    self.patch_embed = export_support.PatchEmbed(cfg)
+    self.pos_embed = export_support.sinusoid(cfg.num_patches, d)  # not a parameter
+    self.blocks = torch.nn.ModuleList([export_support.Block(d, cfg.encoder_heads, cfg.mlp_ratio, eps)
                                        for _ in range(cfg.encoder_depth)])
     self.fc_norm = torch.nn.LayerNorm(d, eps=eps)
     self.head = torch.nn.Linear(d, cfg.num_classes)

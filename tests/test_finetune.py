@@ -20,7 +20,6 @@ import pytest
 
 from input_pipeline import eval_pipeline
 from input_pipeline import sources
-from input_pipeline import synthetic
 from input_pipeline import views as views_lib
 from mgm_jax import checkpoint as checkpoint_lib
 from mgm_jax import evaluate

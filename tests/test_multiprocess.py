@@ -46,16 +46,19 @@ def _losses(workdir) -> dict[int, float]:
   return {r["step"]: r["loss"] for r in map(json.loads, lines)}
 
 
-def _launch_two_processes(config_file, workdir, timeout=80):
+def _launch(script, *args, processes=2, timeout=80):
+  """launch/<script> in `processes` local processes of 2 fake CPU devices each (the
+  jax.distributed flags added when several); returns their outputs, all exits checked 0."""
   port = portpicker.pick_unused_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
              XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  cluster = lambda i: ([f"--coordinator_address=127.0.0.1:{port}",
+                        f"--num_processes={processes}", f"--process_id={i}"]
+                       if processes > 1 else [])
   procs = [subprocess.Popen(
-      [sys.executable, str(REPO / "launch" / "main.py"), f"--config={config_file}",
-       f"--workdir={workdir}", f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={i}"],
+      [sys.executable, str(REPO / "launch" / script), *map(str, args), *cluster(i)],
       env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
+      for i in range(processes)]
   outputs = []
   try:
     for p in procs:
@@ -72,7 +75,8 @@ def _launch_two_processes(config_file, workdir, timeout=80):
 def test_two_processes_match_one_and_restore_in_one(videos, tmp_path):
   config = _config(videos, STEPS)
   multi = tmp_path / "multi"
-  outputs = _launch_two_processes(_write_config_file(config, tmp_path / "cfg.py"), multi)
+  outputs = _launch("main.py", f"--config={_write_config_file(config, tmp_path / 'cfg.py')}",
+                    f"--workdir={multi}")
   assert "process 1 of 2" in outputs[1]
 
   single = tmp_path / "single"
@@ -92,42 +96,22 @@ def test_two_processes_match_one_and_restore_in_one(videos, tmp_path):
   assert sorted(_losses(multi)) == list(range(1, STEPS + 2))
 
 
-def _evaluate_cli(workdir, out, *extra, processes=1, timeout=240):
-  """launch/evaluate.py in `processes` processes of 2 fake CPU devices each."""
-  port = portpicker.pick_unused_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  flags = [] if processes == 1 else [f"--coordinator_address=127.0.0.1:{port}",
-                                     f"--num_processes={processes}"]
-  procs = [subprocess.Popen(
-      [sys.executable, str(REPO / "launch" / "evaluate.py"), f"--workdir={workdir}",
-       f"--out={out}", "--temporal_views=2", "--spatial_views=1", "--batch_size=4", *extra,
-       *flags, *([f"--process_id={i}"] if processes > 1 else [])],
-      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(processes)]
-  outputs = []
-  try:
-    for p in procs:
-      outputs.append(p.communicate(timeout=timeout)[0])
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for i, (p, text) in enumerate(zip(procs, outputs)):
-    assert p.returncode == 0, f"process {i} failed:\n{text[-4000:]}"
-  return outputs
+def _evaluate_cli(workdir, out, processes):
+  return _launch("evaluate.py", f"--workdir={workdir}", f"--out={out}", "--temporal_views=2",
+                 "--spatial_views=1", "--batch_size=4", processes=processes, timeout=240)
 
 
 def test_evaluate_in_two_processes_equals_one(tmp_path):
   """Each process evaluates its share; process 0's report equals a single process's."""
   import test_finetune  # pylint: disable=g-import-not-at-top
-  config = test_finetune._finetune_config(tmp_path / "videos", "")  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  config = test_finetune._finetune_config(tmp_path / "videos", "")
   config.total_steps = 2
   config.eval.update(final_test=False, every_steps=0, num_videos=7)  # 7: padding in 2 batches
   workdir = tmp_path / "ft"
   train.train(config, str(workdir))
-  _evaluate_cli(workdir, tmp_path / "one", processes=1)
-  outputs = _evaluate_cli(workdir, tmp_path / "two", processes=2)
+  _evaluate_cli(workdir, tmp_path / "one", 1)
+  outputs = _evaluate_cli(workdir, tmp_path / "two", 2)
   for text in outputs:  # both processes joined one run
     assert text.strip().splitlines()[-1].startswith("top-1 ") and "2 process(es)" in text
   one = json.loads((tmp_path / "one" / "metrics.json").read_text())

@@ -1,12 +1,34 @@
-"""Independent PyTorch re-statements of MCG-NJU/VideoMAE's building blocks (official names).
-
-Shared by the export tests of the pretraining model (test_export.py) and of the classifier
-(test_export_classifier.py): a fixed sin-cos table, attention with q/v biases, the MLP, the
-pre-norm block and the tubelet embedding, written from NOTES.md, not from our JAX model.
+"""What the export tests of the pretraining model (test_export.py) and of the classifier
+(test_export_classifier.py) share: random parameters in our layout, and independent PyTorch
+re-statements of MCG-NJU/VideoMAE's building blocks under the official names (a fixed sin-cos
+table, attention with q/v biases, the MLP, the pre-norm block, the tubelet embedding), written
+from NOTES.md, not from our JAX model.
 """
 
+import math
+
+import jax
 import numpy as np
 import torch
+
+from mgm_jax import export
+
+
+def random_params(cfg, seed=0):
+  """Random float32 params of `cfg`'s model (biases and norm scales included, so that a value
+  lost on the way shows), from NumPy: no per-shape XLA compilation as an eager init has."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = str(getattr(path[-1], 'key', path[-1]))
+    if name == 'scale':
+      return (1 + 0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
+    if name == 'kernel':
+      fan_in = math.prod(leaf.shape[:-1])
+      return (rng.standard_normal(leaf.shape) / math.sqrt(fan_in)).astype(np.float32)
+    return (0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, export.abstract_params(cfg))
 
 
 def sinusoid(n, d):
