@@ -41,6 +41,16 @@ class Clip:
     motion_source: MOTION_FROM_VECTORS or MOTION_FROM_FRAME_DIFF.
     frame_indices: int64 [T], the frame indices (0-based, display order) that were sampled.
     name: the file name or a label used in error messages and logs.
+    extra_frames: uint8 [K, H, W, 3] or None: further RGB frames a reconstruction target needs
+      (the frames between sampled ones, for the dense frame-difference target), only when asked.
+    extra_indices: int64 [K] or None: their frame indices.
+    frame_flow: float32 [K2, Gh, Gw, 2] or None: the codec flow of single frames (trajectory
+      targets), only when asked and the motion came from vectors. Row k is frame
+      `frame_flow_indices[k]`'s own motion, px/frame from its previous frame, on its own grid
+      (the block at cell c of that frame came from c - flow).
+    frame_flow_indices: int64 [K2] or None.
+    frame_flow_valid: bool [K2] or None: False where the frame carried no vectors (an I-frame,
+      a frame past the end): its row is zero.
   """
 
   frames: np.ndarray
@@ -50,6 +60,11 @@ class Clip:
   motion_source: str
   frame_indices: np.ndarray
   name: str = ""
+  extra_frames: np.ndarray | None = None
+  extra_indices: np.ndarray | None = None
+  frame_flow: np.ndarray | None = None
+  frame_flow_indices: np.ndarray | None = None
+  frame_flow_valid: np.ndarray | None = None
 
   @property
   def num_frames(self) -> int:
@@ -68,6 +83,18 @@ class Clip:
       problems.append(f"flow shape {self.flow.shape} != {(t, *grid, 2)}")
     if self.has_vectors.shape != (t,) or self.frame_indices.shape != (t,):
       problems.append("has_vectors and frame_indices must have shape [T]")
+    if self.extra_frames is not None and (
+        self.extra_frames.shape[1:] != (h, w, 3) or self.extra_indices is None
+        or self.extra_indices.shape != self.extra_frames.shape[:1]):
+      problems.append(f"extra_frames {self.extra_frames.shape} do not fit frames {(h, w, 3)} "
+                      "or extra_indices")
+    if self.frame_flow is not None:
+      k = self.frame_flow.shape[0]
+      if (self.frame_flow.shape != (k, *grid, 2) or self.frame_flow_indices is None
+          or self.frame_flow_valid is None or self.frame_flow_indices.shape != (k,)
+          or self.frame_flow_valid.shape != (k,)):
+        problems.append(f"frame_flow {self.frame_flow.shape} != [K, {grid[0]}, {grid[1]}, 2] "
+                        "or frame_flow_indices / frame_flow_valid not [K]")
     if self.motion_source not in (MOTION_FROM_VECTORS, MOTION_FROM_FRAME_DIFF):
       problems.append(f"unknown motion_source {self.motion_source!r}")
     if problems:

@@ -281,8 +281,10 @@ def _decode_pass(
     win: _Window,
     sampled: Sequence[int],
     allow_seek: bool,
+    last: int | None = None,
 ) -> _Window:
-  """Decodes frames [win.start, max(sampled)] (fewer if the video ends first) into `win`.
+  """Decodes frames [win.start, last] (default max(sampled); fewer if the video ends first) into
+  `win`.
 
   Collects the RGB of the `sampled` frames and, for every frame of the window, its motion vectors
   or its per-cell luma difference to the previous frame, as `win.motion_source` asks.
@@ -291,7 +293,7 @@ def _decode_pass(
   """
   to_rgb = av_reformatter.VideoReformatter()
   clock = win.clock
-  last = int(max(sampled))
+  last = int(max(sampled)) if last is None else int(last)
   wanted = set(int(i) for i in sampled)
   want_vectors = win.motion_source == clip_lib.MOTION_FROM_VECTORS
   want_luma = win.motion_source == clip_lib.MOTION_FROM_FRAME_DIFF
@@ -338,7 +340,7 @@ def _decode_pass(
 
 
 def _decode(source: Source, name: str, *, window_start: int, sampled: Sequence[int],
-            policy: str | None, allow_seek: bool = True) -> _Window:
+            policy: str | None, allow_seek: bool = True, last: int | None = None) -> _Window:
   """Opens the input and decodes one window.
 
   Args:
@@ -348,6 +350,7 @@ def _decode(source: Source, name: str, *, window_start: int, sampled: Sequence[i
     sampled: the frames to convert to RGB.
     policy: None (no motion), "mv", "frame_diff" or "auto" (vectors if the codec has them).
     allow_seek: False decodes from the first frame (the fallback when a seek misses).
+    last: the last frame to decode (default: the last sampled one).
   """
   with _open_video(source, name) as (container, stream, codec):
     if policy == "auto":
@@ -360,11 +363,11 @@ def _decode(source: Source, name: str, *, window_start: int, sampled: Sequence[i
     win = _Window(start=window_start, motion_source=policy, codec=codec,
                   clock=_Clock.of(stream))
     try:
-      return _decode_pass(container, stream, win, sampled, allow_seek)
+      return _decode_pass(container, stream, win, sampled, allow_seek, last)
     except _SeekOvershot:
       pass
   return _decode(source, name, window_start=window_start, sampled=sampled, policy=policy,
-                 allow_seek=False)
+                 allow_seek=False, last=last)
 
 
 def _check_indices(frame_indices: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -463,8 +466,10 @@ def _reference_distances(win: _Window) -> tuple[np.ndarray, np.ndarray, np.ndarr
   return past, future, b_like
 
 
-def _window_motion(win: _Window, sampled: np.ndarray, first_gap: int, compensate_camera: bool):
-  """(flow or None, magnitude, has_vectors) for the sampled frames inside the window."""
+def _window_motion(win: _Window, sampled: np.ndarray, first_gap: int, compensate_camera: bool,
+                   flow_frames: np.ndarray | None = None):
+  """(flow or None, magnitude, has_vectors, frame flow or None, its validity) for the sampled
+  frames inside the window, and the own flow of each of `flow_frames` (vectors only)."""
   ids = win.frame_ids
   gh, gw = motion_lib.grid_shape(win.height, win.width)
   if win.motion_source == clip_lib.MOTION_FROM_VECTORS:
@@ -474,16 +479,29 @@ def _window_motion(win: _Window, sampled: np.ndarray, first_gap: int, compensate
       vectors = vectors.without(b_like)
     weights, has_vectors = motion_lib.interval_weights(ids, sampled, vectors.has_vectors,
                                                        first_gap=first_gap)
+    frame_valid = None
+    if flow_frames is not None:  # one-hot rows: a frame's own field (zero where it has none)
+      column = flow_frames - win.start
+      inside = (column >= 0) & (column < ids.size)
+      frame_valid = np.zeros(flow_frames.size, bool)
+      frame_valid[inside] = vectors.has_vectors[column[inside]]
+      own = np.zeros((flow_frames.size, ids.size), np.float32)
+      own[np.flatnonzero(frame_valid), column[frame_valid]] = 1.0
+      weights = np.concatenate([weights, own])
     flow = motion_lib.vectors_to_flow(vectors, weights, win.height, win.width,
                                       past_distance=past, future_distance=future)
-    return flow, motion_lib.magnitude(flow, compensate_camera), has_vectors
+    frame_flow = None
+    if flow_frames is not None:
+      flow, frame_flow = flow[:sampled.size], flow[sampled.size:]
+    return (flow, motion_lib.magnitude(flow, compensate_camera), has_vectors, frame_flow,
+            frame_valid)
   valid = np.array([d is not None for d in win.luma_diff], bool)
   weights, _ = motion_lib.interval_weights(ids, sampled, valid, first_gap=first_gap)
   zero = np.zeros((gh, gw), np.float32)
   per_frame = np.stack([zero if d is None else d for d in win.luma_diff]) if ids.size else (
       np.zeros((0, gh, gw), np.float32))
   magnitude = motion_lib.accumulate(per_frame, weights)
-  return None, magnitude, np.zeros(sampled.size, bool)
+  return None, magnitude, np.zeros(sampled.size, bool), None, None
 
 
 def decode_clip(
@@ -494,6 +512,8 @@ def decode_clip(
     compensate_camera: bool = False,
     pad_short: bool = False,
     name: str | None = None,
+    extra_indices: Sequence[int] | np.ndarray | None = None,
+    flow_indices: Sequence[int] | np.ndarray | None = None,
 ) -> clip_lib.Clip:
   """Decodes the sampled frames of a video and the motion at each of them.
 
@@ -508,6 +528,12 @@ def decode_clip(
     pad_short: indices past the end repeat the last frame with zero motion (has_vectors False)
       instead of raising.
     name: label for errors and `Clip.name` (default: the path).
+    extra_indices: further frames (>= the first sampled frame, any order) to convert to RGB:
+      `Clip.extra_frames`.
+      Past the end (with pad_short) they repeat the last frame.
+    flow_indices: frames (>= the first sampled frame) whose own codec flow `Clip.frame_flow`
+      holds (vectors only; with frame differences it stays None). Decoding runs on to the last
+      of all the frames asked for.
 
   Returns:
     A checked `clip.Clip`.
@@ -520,21 +546,37 @@ def decode_clip(
     raise ValueError(f"motion must be one of {MOTION_POLICIES}, got {motion!r}")
   name = _name_of(source, name)
   indices = _check_indices(frame_indices)
+  extra = _check_extra(extra_indices, "extra_indices", int(indices[0]))
+  flow_at = _check_extra(flow_indices, "flow_indices", int(indices[0]))
   with _reading(name):
-    return _clip(source, name, indices, motion, compensate_camera, pad_short)
+    return _clip(source, name, indices, motion, compensate_camera, pad_short, extra, flow_at)
+
+
+def _check_extra(indices, field: str, minimum: int) -> np.ndarray | None:
+  if indices is None:
+    return None
+  indices = np.asarray(indices, np.int64).reshape(-1)
+  if indices.size and indices.min() < minimum:
+    raise ValueError(f"{field} must be >= {minimum}, got {indices.tolist()}")
+  return indices
 
 
 def _clip(source: Source, name: str, indices: np.ndarray, motion: str, compensate_camera: bool,
-          pad_short: bool) -> clip_lib.Clip:
+          pad_short: bool, extra: np.ndarray | None = None,
+          flow_at: np.ndarray | None = None) -> clip_lib.Clip:
   """`decode_clip` after its arguments were checked."""
   first_gap = max(int(indices[1] - indices[0]), 1) if indices.size > 1 else 1
   window_start = max(int(indices[0]) - first_gap + 1, 0)
-  win = _decode(source, name, window_start=window_start, sampled=indices, policy=motion)
+  rgb = indices if extra is None else np.union1d(indices, extra)
+  last = int(max(rgb.max(), -1 if flow_at is None or not flow_at.size else flow_at.max()))
+  win = _decode(source, name, window_start=window_start, sampled=rgb, policy=motion, last=last)
   if (motion == "auto" and win.motion_source == clip_lib.MOTION_FROM_VECTORS
       and not any(win.vector_counts)):
-    win = _decode(source, name, window_start=window_start, sampled=indices,
-                  policy=clip_lib.MOTION_FROM_FRAME_DIFF)
+    win = _decode(source, name, window_start=window_start, sampled=rgb,
+                  policy=clip_lib.MOTION_FROM_FRAME_DIFF, last=last)
   num_ok = _check_available(win, indices, pad_short, name)
+  if extra is not None:
+    _check_available(win, np.sort(extra), pad_short, name)
   frames = _frames(win, indices, num_ok)
   gh, gw = motion_lib.grid_shape(frames.shape[1], frames.shape[2])
   num = indices.size
@@ -542,14 +584,26 @@ def _clip(source: Source, name: str, indices: np.ndarray, motion: str, compensat
   flow = (np.zeros((num, gh, gw, 2), np.float32)
           if win.motion_source == clip_lib.MOTION_FROM_VECTORS else None)
   has_vectors = np.zeros(num, bool)
+  with_flow = flow is not None and flow_at is not None
+  frame_flow = np.zeros((flow_at.size, gh, gw, 2), np.float32) if with_flow else None
+  frame_valid = np.zeros(flow_at.size, bool) if with_flow else None
   if num_ok:
-    ok_flow, ok_magnitude, ok_has = _window_motion(win, indices[:num_ok], first_gap,
-                                                   compensate_camera)
+    ok_flow, ok_magnitude, ok_has, ok_frame_flow, ok_valid = _window_motion(
+        win, indices[:num_ok], first_gap, compensate_camera, flow_at if with_flow else None)
     magnitude[:num_ok] = ok_magnitude
     has_vectors[:num_ok] = ok_has
     if flow is not None:
       flow[:num_ok] = ok_flow
+    if with_flow:
+      frame_flow[:], frame_valid[:] = ok_frame_flow, ok_valid
+  extra_frames = None
+  if extra is not None:
+    extra_frames = np.stack([win.rgb.get(int(i), win.last_rgb) for i in extra]) if extra.size \
+        else np.zeros((0, *frames.shape[1:]), np.uint8)
   result = clip_lib.Clip(frames=frames, flow=flow, magnitude=magnitude, has_vectors=has_vectors,
-                         motion_source=win.motion_source, frame_indices=indices, name=name)
+                         motion_source=win.motion_source, frame_indices=indices, name=name,
+                         extra_frames=extra_frames, extra_indices=extra,
+                         frame_flow=frame_flow, frame_flow_indices=flow_at if with_flow else None,
+                         frame_flow_valid=frame_valid)
   result.check()
   return result

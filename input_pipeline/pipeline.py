@@ -36,6 +36,7 @@ from input_pipeline import clip as clip_lib
 from input_pipeline import decode
 from input_pipeline import motion as motion_lib
 from input_pipeline import sampling
+from input_pipeline import trajectories
 from input_pipeline import transforms
 from mgm_jax import masking
 
@@ -64,10 +65,27 @@ class ClipSpec:
   mask_jitter: float = 1.0
   tubelet: int = 2
   patch: int = 16
+  # What the motion-aware reconstruction targets need (mgm_jax/targets.py), decoded only when
+  # asked: the frames between each tubelet's sampled frames (dense frame differences), and
+  # codec trajectories of points x points points per patch (MME's target; 0 = none).
+  between_frames: bool = False
+  trajectory_points: int = 0
 
   @property
   def token_grid(self) -> tuple[int, int, int]:
     return (self.num_frames // self.tubelet, self.size // self.patch, self.size // self.patch)
+
+  @property
+  def trajectory_steps(self) -> int:
+    """Frame steps per token slot the trajectories cover: the slot's whole time window."""
+    return self.stride * self.tubelet
+
+  def between_indices(self, indices: np.ndarray) -> np.ndarray:
+    """int64 [S * K]: per slot, the frames a + 1 ... a + stride - 1 after each of its sampled
+    frames but the last (K = (tubelet - 1) * (stride - 1)), slot after slot."""
+    slots = indices[: len(indices) // self.tubelet * self.tubelet].reshape(-1, self.tubelet)
+    gaps = np.arange(1, self.stride)
+    return (slots[:, :-1, None] + gaps[None, None, :]).reshape(-1)
 
 
 class LoadClip(grain.transforms.RandomMap):
@@ -86,7 +104,7 @@ class LoadClip(grain.transforms.RandomMap):
   def random_map(self, record: dict, rng: np.random.Generator) -> dict:
     try:
       clip = self._decode(record, rng)
-      frames, masks = self._views(clip, rng)
+      frames, masks, extras = self._views(clip, rng)
     except decode.VideoDecodeError as e:
       return {"failed": str(e)}
     except Exception as e:  # pylint: disable=broad-except
@@ -97,6 +115,7 @@ class LoadClip(grain.transforms.RandomMap):
     out = {"frames": frames, "label": np.full((self.spec.repeats,), record["label"], np.int32)}
     if masks is not None:
       out["mask"] = masks
+    out.update(extras)
     return out
 
   def _decode(self, record: dict, rng: np.random.Generator):
@@ -116,8 +135,12 @@ class LoadClip(grain.transforms.RandomMap):
     if spec.mask_strategy is None:  # no mask to steer: frames only, no motion vectors read
       frames = decode.decode_frames(source, indices, pad_short=True, name=name)
       return clip_lib.without_motion(frames, indices, name or str(source))
+    extra = spec.between_indices(indices) if spec.between_frames else None
+    flow_at = (trajectories.flow_frames(indices, spec.tubelet, spec.trajectory_steps)
+               if spec.trajectory_points else None)
     clip = decode.decode_clip(source, indices, motion=spec.motion, name=name,
-                              compensate_camera=spec.compensate_camera, pad_short=True)
+                              compensate_camera=spec.compensate_camera, pad_short=True,
+                              extra_indices=extra, flow_indices=flow_at)
     if (spec.motion == "auto" and clip.motion_source != "mv" and not self._warned_fallback):
       self._warned_fallback = True  # once per process (worker): the data set needs preparing
       _log.warning("%s has no codec motion vectors: using luma frame differences (logged once; "
@@ -125,11 +148,34 @@ class LoadClip(grain.transforms.RandomMap):
                    clip.name)
     return clip
 
-  def _views(self, clip, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
-    """`repeats` crops of the clip and their masks: uint8 [R, T, S, S, 3], bool [R, t, h, w]
-    (None without a mask strategy)."""
+  def _targets(self, view) -> dict[str, np.ndarray]:
+    """What the motion-aware targets read from one view: "between" uint8 [t, K, S, S, 3];
+    "trajectory" float32 [N, D] and "trajectory_valid" float32 (0: no vectors, not scored)."""
+    spec, out = self.spec, {}
+    t = spec.token_grid[0]
+    if spec.between_frames:
+      frames = view.extra_frames
+      out["between"] = frames.reshape(t, -1, *frames.shape[1:])
+    if spec.trajectory_points:
+      steps = spec.trajectory_steps
+      size = view.frames.shape[1:3]
+      if view.frame_flow is None or not view.frame_flow_valid.any():
+        dim = steps * (1 + spec.trajectory_points ** 2) * 2
+        out["trajectory"] = np.zeros((int(np.prod(spec.token_grid)), dim), np.float32)
+        out["trajectory_valid"] = np.float32(0.0)
+      else:
+        flow = view.frame_flow.reshape(t, steps, *view.frame_flow.shape[1:])
+        out["trajectory"] = trajectories.token_trajectories(
+            flow, view.frame_flow_valid.reshape(t, steps), height=size[0], width=size[1],
+            patch=spec.patch, points=spec.trajectory_points)
+        out["trajectory_valid"] = np.float32(1.0)
+    return out
+
+  def _views(self, clip, rng: np.random.Generator):
+    """`repeats` crops of the clip, their masks and target inputs: uint8 [R, T, S, S, 3],
+    bool [R, t, h, w] (None without a mask strategy), {name: [R, ...]} (`_targets`)."""
     spec = self.spec
-    frames, masks = [], []
+    frames, masks, extras = [], [], []
     for _ in range(spec.repeats):
       if not spec.train:
         view = transforms.center_crop(clip, spec.size, resize_short=spec.size)
@@ -139,6 +185,8 @@ class LoadClip(grain.transforms.RandomMap):
         view = transforms.multi_scale_crop(clip, spec.size, rng, scales=spec.scales)
       if spec.flip and rng.random() < 0.5:
         view = transforms.horizontal_flip(view)
+      if spec.between_frames or spec.trajectory_points:
+        extras.append(self._targets(view))
       if spec.mask_strategy is not None:
         slots = motion_lib.to_token_slots(view.magnitude, spec.tubelet)
         masks.append(masking.make_mask(spec.mask_strategy, spec.token_grid, spec.mask_ratio,
@@ -150,7 +198,8 @@ class LoadClip(grain.transforms.RandomMap):
       if spec.train and spec.erase_prob:
         video = augment.random_erasing(video, rng, prob=spec.erase_prob)
       frames.append(video)
-    return np.stack(frames), (np.stack(masks) if masks else None)
+    stacked = {k: np.stack([e[k] for e in extras]) for k in (extras[0] if extras else {})}
+    return np.stack(frames), (np.stack(masks) if masks else None), stacked
 
 
 class BrokenDataError(RuntimeError):

@@ -19,6 +19,7 @@ motion grid is resampled so that it stays aligned with the output frames:
   sqrt(max(sx, sy) / min(sx, sy)) per cell.
 * Magnitude from frame differences ("frame_diff") is a luma difference, not a displacement: it is
   resampled only, never scaled.
+* A clip's `extra_frames` are cropped like its frames, its `frame_flow` like its flow.
 
 Frames stay uint8; normalisation happens later, on device. No JAX here.
 """
@@ -154,13 +155,19 @@ def crop_resize(clip: Clip, box: tuple[float, float, float, float],
   magnitude = clip.magnitude[:, rows, cols]
   if clip.motion_source == clip_lib.MOTION_FROM_VECTORS:
     magnitude = magnitude * np.float32(np.sqrt(sx * sy))
+  scale = np.array([sx, sy], np.float32)
   flow = None
   if clip.flow is not None:
-    flow = clip.flow[:, rows, cols] * np.array([sx, sy], np.float32)
+    flow = clip.flow[:, rows, cols] * scale
+  extra = {}
+  if clip.extra_frames is not None:
+    extra["extra_frames"] = _resize_frames(clip.extra_frames, box, out_hw)
+  if clip.frame_flow is not None:
+    extra["frame_flow"] = (clip.frame_flow[:, rows, cols] * scale).astype(np.float32, copy=False)
   out = dataclasses.replace(
       clip, frames=_resize_frames(clip.frames, box, out_hw),
       flow=None if flow is None else flow.astype(np.float32, copy=False),
-      magnitude=magnitude.astype(np.float32, copy=False))
+      magnitude=magnitude.astype(np.float32, copy=False), **extra)
   out.check()
   return out
 
@@ -315,10 +322,16 @@ def _mirror_frames(frames: np.ndarray) -> np.ndarray:
 def horizontal_flip(clip: Clip) -> Clip:
   """Mirrors frames and motion left-right; flow dx is negated (dy and magnitude unchanged)."""
   cols = _mirrored_cells(clip.frames.shape[2], clip.magnitude.shape[2])
+  negate_dx = np.array([-1.0, 1.0], np.float32)
   flow = None
   if clip.flow is not None:
-    flow = clip.flow[:, :, cols] * np.array([-1.0, 1.0], np.float32)
+    flow = clip.flow[:, :, cols] * negate_dx
+  extra = {}
+  if clip.extra_frames is not None:
+    extra["extra_frames"] = _mirror_frames(clip.extra_frames)
+  if clip.frame_flow is not None:
+    extra["frame_flow"] = clip.frame_flow[:, :, cols] * negate_dx
   out = dataclasses.replace(clip, frames=_mirror_frames(clip.frames), flow=flow,
-                            magnitude=clip.magnitude[:, :, cols])
+                            magnitude=clip.magnitude[:, :, cols], **extra)
   out.check()
   return out

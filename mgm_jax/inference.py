@@ -29,6 +29,7 @@ import numpy as np
 from mgm_jax import checkpoint as checkpoint_lib
 from mgm_jax import model as model_lib
 from mgm_jax import optim
+from mgm_jax import targets as targets_lib
 from mgm_jax import workdir as workdir_lib
 from mgm_jax import reconstruct as reconstruct_lib
 
@@ -83,7 +84,7 @@ def load(workdir: str | os.PathLike, step: int | None = None, ema: bool = False,
   the run's moving average of the parameters (a run trained with optim.ema_decay > 0); with
   `best`, from <workdir>/best (a finetuning run's best validation checkpoint)."""
   config = workdir_lib.read_config(workdir)
-  model_cfg = model_lib.model_config_from(config.model, drop_path_rate=0.0)
+  model_cfg = targets_lib.model_config(config, drop_path_rate=0.0)
   abstract = abstract_train_state(config, model_cfg)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(os.fspath(workdir),
                                                   'best' if best else 'checkpoints'),
@@ -108,7 +109,7 @@ def save(workdir: str | os.PathLike, config: ml_collections.ConfigDict, params,
   iterator state (a run started from it begins its data stream at the start).
   """
   workdir = os.path.abspath(os.fspath(workdir))
-  model_cfg = model_lib.model_config_from(config.model)
+  model_cfg = targets_lib.model_config(config)
   abstract = abstract_train_state(config, model_cfg)
   model = model_lib.from_params(model_cfg, params)
   train_state = optim.init_state(model, _optimizer(config, model_cfg, model),

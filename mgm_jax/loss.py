@@ -2,9 +2,9 @@
 
 A loss is a sum of named terms. Each `Target` turns the batch into per-token targets [B, N, D]
 and names the model output (`preds[name]`, [B, num_masked, D]) it supervises; `masked_losses`
-scores every target on the masked tokens. A new target (frame difference, motion trajectories)
-is a new head in the model plus a new `Target` here: the train step scores its terms with
-`masked_losses`.
+scores every target on the masked tokens. The pixel target is here; the motion-aware ones
+(frame difference, trajectories, HOG) are in `targets.py`, which also maps a config to its
+list of targets and to the model heads that predict them.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def reconstruction_target(video01: Array, tubelet: int, patch: int,
   return jax.lax.stop_gradient(x)
 
 
-def masked_mse(pred: Array, target: Array, mask: Array, num_masked: int) -> Array:
+def masked_mse(pred: Array, target: Array, mask: Array, num_masked: int,
+               clip_weights: Array | None = None) -> Array:
   """Mean squared error over the masked tokens and all their values.
 
   Args:
@@ -58,6 +59,9 @@ def masked_mse(pred: Array, target: Array, mask: Array, num_masked: int) -> Arra
     target: [B, N, D] for all tokens.
     mask: bool [B, N] or [B, t, h, w]; True = masked; exactly `num_masked` per row.
     num_masked: static number of masked tokens per row.
+    clip_weights: float [B] >= 0 or None. With weights, the mean is over the clips weighted by
+      them (a clip of weight 0 adds nothing, e.g. one without motion vectors for a trajectory
+      target); 0 if every weight is 0.
 
   Returns:
     float32 scalar.
@@ -66,14 +70,26 @@ def masked_mse(pred: Array, target: Array, mask: Array, num_masked: int) -> Arra
   target = gather_tokens(target, masked)
   if pred.shape != target.shape:
     raise ValueError(f'pred shape {pred.shape} != masked target shape {target.shape}')
-  return jnp.mean(jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32)))
+  error = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
+  if clip_weights is None:
+    return jnp.mean(error)
+  w = jnp.asarray(clip_weights, jnp.float32)
+  per_clip = jnp.mean(error.reshape(error.shape[0], -1), axis=1)
+  return jnp.sum(w * per_clip) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
 class Target(Protocol):
-  """A per-token reconstruction target supervising the model output `preds[name]`."""
+  """A per-token reconstruction target supervising the model output `preds[name]`.
+
+  Attributes:
+    name: the term's name and the prediction it scores.
+    weight: its weight in the total loss.
+    valid_key: None, or the batch entry (float [B]) weighting each clip's term (0 = not scored).
+  """
 
   name: str
   weight: float
+  valid_key: str | None
 
   def __call__(self, batch: Mapping[str, Array]) -> Array:
     """Returns the target for every token, [B, N, D]."""
@@ -90,6 +106,7 @@ class PixelTarget:
   patch: int = 16
   norm_pix: bool = True
   video_key: str = 'video01'
+  valid_key: str | None = None
 
   def __call__(self, batch: Mapping[str, Array]) -> Array:
     return reconstruction_target(batch[self.video_key], self.tubelet, self.patch, self.norm_pix)
@@ -101,7 +118,7 @@ def masked_losses(preds: Mapping[str, Array], batch: Mapping[str, Array], mask: 
 
   Args:
     preds: model outputs by target name, each [B, num_masked, D].
-    batch: whatever the targets read (e.g. 'video01').
+    batch: whatever the targets read (e.g. 'video01', and their `valid_key` entries).
     mask: bool [B, N] or [B, t, h, w]; True = masked.
     num_masked: static number of masked tokens per row.
     targets: the terms; their names must be unique and present in `preds`.
@@ -115,6 +132,8 @@ def masked_losses(preds: Mapping[str, Array], batch: Mapping[str, Array], mask: 
   missing = sorted(set(names) - set(preds))
   if missing:
     raise KeyError(f'no prediction for targets {missing}; have {sorted(preds)}')
-  terms = {t.name: masked_mse(preds[t.name], t(batch), mask, num_masked) for t in targets}
+  terms = {t.name: masked_mse(preds[t.name], t(batch), mask, num_masked,
+                             None if t.valid_key is None else batch[t.valid_key])
+           for t in targets}
   total = sum((t.weight * terms[t.name] for t in targets), jnp.zeros((), jnp.float32))
   return total, terms

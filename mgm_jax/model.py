@@ -89,6 +89,14 @@ class ModelConfig:
     head_init_scale: the classifier head's initial weights are trunc-normal(0.02) times this
       (VideoMAE's `init_scale`, 0.001 in its finetuning scripts).
     head_dropout: dropout before the classifier head (VideoMAE's `fc_drop_rate`, default 0).
+    extra_heads: (name, values per token) of further prediction heads on the decoder, beside
+      the pixel head `decoder/head` (MotionMAE's layout: one decoder, one head per target).
+    motion_heads: (name, values per token) of the heads of a second decoder `motion_decoder`
+      (MAM2's motion decoder; same size as the decoder, no pixel head). Empty: no such decoder.
+    regressor_depth: MAM2's regressor: > 0 cross-attention blocks between encoder and decoders
+      in which learned mask queries attend to the visible tokens' features (which it does not
+      update); the decoders then read the regressed features of the masked tokens instead of
+      the mask token. 0: VideoMAE's layout.
   """
 
   img_size: tuple[int, int] = (224, 224)
@@ -111,9 +119,23 @@ class ModelConfig:
   num_classes: int = 0
   head_init_scale: float = 0.001
   head_dropout: float = 0.0
+  extra_heads: tuple[tuple[str, int], ...] = ()
+  motion_heads: tuple[tuple[str, int], ...] = ()
+  regressor_depth: int = 0
 
   def __post_init__(self):
     object.__setattr__(self, 'img_size', tuple(int(s) for s in self.img_size))
+    for field in ('extra_heads', 'motion_heads'):
+      heads = tuple((str(name), int(dim)) for name, dim in getattr(self, field))
+      object.__setattr__(self, field, heads)
+      if any(dim < 1 for _, dim in heads):
+        raise ValueError(f'{field} {heads}: every head needs >= 1 value per token')
+    names = ['pixels'] + [n for n, _ in self.extra_heads + self.motion_heads]
+    if len(set(names)) != len(names):
+      raise ValueError(f'head names must be unique and not "pixels" (the decoder\'s own head), '
+                       f'got extra_heads={self.extra_heads} motion_heads={self.motion_heads}')
+    if self.regressor_depth < 0:
+      raise ValueError(f'regressor_depth must be >= 0, got {self.regressor_depth}')
     if len(self.img_size) != 2:
       raise ValueError(f'img_size must be (height, width), got {self.img_size}')
     positive = ('num_frames', 'tubelet', 'patch', 'in_chans', 'encoder_dim', 'encoder_depth',
@@ -201,6 +223,9 @@ def model_config_from(section: Mapping[str, Any], **overrides: Any) -> ModelConf
   """
   fields = dict(section.to_dict() if hasattr(section, 'to_dict') else section)
   fields.update(overrides)
+  # Which heads sit on MAM2's second decoder is the targets' business: `targets.model_config`
+  # reads it and passes `motion_heads`.
+  fields.pop('motion_decoder', None)
   size = fields.pop('size')
   if 'img_size' in fields and np.ndim(fields['img_size']) == 0:
     fields['img_size'] = (int(fields['img_size']),) * 2
@@ -395,6 +420,56 @@ class Block(nnx.Module):
     return x + self.drop_path(self.mlp(self.norm2(x)), deterministic=deterministic)
 
 
+class CrossBlock(nnx.Module):
+  """A regressor block (MAM2, as CAE's): queries attend to a fixed context, then an MLP.
+
+  Pre-norm, separate norms for queries and context; only the queries are updated.
+  """
+
+  def __init__(self, cfg: ModelConfig, dim: int, num_heads: int, *, rngs: nnx.Rngs):
+    self.num_heads = num_heads
+    self.impl = cfg.attention_impl
+    self.norm_q = _layer_norm(cfg, dim, rngs)
+    self.norm_kv = _layer_norm(cfg, dim, rngs)
+    self.q = _linear(cfg, dim, dim, rngs)
+    self.kv = _linear(cfg, dim, 2 * dim, rngs)
+    self.proj = _linear(cfg, dim, dim, rngs)
+    self.norm2 = _layer_norm(cfg, dim, rngs)
+    self.mlp = Mlp(cfg, dim, rngs=rngs)
+
+  def __call__(self, x: Array, context: Array) -> Array:
+    b, n, d = x.shape
+    m, head_dim = context.shape[1], d // self.num_heads
+    q = self.q(self.norm_q(x)).reshape(b, n, self.num_heads, head_dim)
+    kv = self.kv(self.norm_kv(context)).reshape(b, m, 2, self.num_heads, head_dim)
+    out = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], scale=head_dim ** -0.5,
+                                       implementation=self.impl)
+    x = x + self.proj(out.reshape(b, n, d))
+    return x + self.mlp(self.norm2(x))
+
+
+class Regressor(nnx.Module):
+  """MAM2's regressor: mask queries (+ encoder position) cross-attend to the visible features."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = cfg
+    dim = cfg.encoder_dim
+    self.mask_query = nnx.Param(_trunc_normal_init(rngs.params(), (1, 1, dim)))
+    self.blocks = nnx.List([CrossBlock(cfg, dim, cfg.encoder_heads, rngs=rngs)
+                            for _ in range(cfg.regressor_depth)])
+    self.norm = _layer_norm(cfg, dim, rngs)
+
+  def __call__(self, x_vis: Array, masked: Array) -> Array:
+    """x_vis [B, N_vis, D_enc] (after the encoder's norm), masked [B, M] -> [B, M, D_enc]."""
+    cfg = self.config
+    pos = jnp.asarray(sinusoid_table(cfg.num_patches, cfg.encoder_dim))
+    x = jnp.broadcast_to(self.mask_query[...], (*masked.shape, cfg.encoder_dim)) + pos[masked]
+    for block in self.blocks:
+      x = (nnx.remat(lambda blk, y, c: blk(y, c))(block, x, x_vis) if cfg.remat
+           else block(x, x_vis))
+    return self.norm(x)
+
+
 def _make_blocks(cfg: ModelConfig, dim: int, depth: int, heads: int, rngs: nnx.Rngs,
                  kernel_init=_xavier) -> nnx.List:
   rates = np.linspace(0.0, cfg.drop_path_rate, depth)
@@ -440,31 +515,49 @@ class Encoder(nnx.Module):
 
 
 class Decoder(nnx.Module):
-  """Decoder blocks, final norm and the pixel head (applied to the last tokens only)."""
+  """Decoder blocks, final norm and the heads (applied to the last tokens only): the pixel head
+  `head` (unless `pixel_head=False`) and one Linear per (name, dim) of `heads` in `heads/`."""
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs,
+               heads: tuple[tuple[str, int], ...] = (), pixel_head: bool = True):
     self.config = cfg
     self.blocks = _make_blocks(cfg, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, rngs)
     self.norm = _layer_norm(cfg, cfg.decoder_dim, rngs)
-    self.head = _linear(cfg, cfg.decoder_dim, cfg.patch_dim, rngs)
+    self.head = _linear(cfg, cfg.decoder_dim, cfg.patch_dim, rngs) if pixel_head else None
+    self.heads = nnx.Dict({name: _linear(cfg, cfg.decoder_dim, dim, rngs)
+                           for name, dim in heads}) if heads else None
 
-  def __call__(self, x: Array, num_predict: int, *, deterministic: bool = True) -> Array:
-    """x [B, N, D_dec] -> float32 [B, num_predict, patch_dim] for the last num_predict tokens."""
+  def __call__(self, x: Array, num_predict: int, *, deterministic: bool = True
+               ) -> dict[str, Array]:
+    """x [B, N, D_dec] -> {head name: float32 [B, num_predict, dim]} for the last num_predict
+    tokens; the pixel head's name is "pixels"."""
     x = _run_blocks(self.blocks, x, deterministic, self.config.remat)
-    x = x[:, x.shape[1] - num_predict:]
-    return self.head(self.norm(x)).astype(jnp.float32)
+    x = self.norm(x[:, x.shape[1] - num_predict:])
+    out = {} if self.head is None else {'pixels': self.head(x).astype(jnp.float32)}
+    for name, head in (self.heads or {}).items():
+      out[name] = head(x).astype(jnp.float32)
+    return out
 
 
 class MaskedAutoencoder(nnx.Module):
-  """VideoMAE pretraining model: encoder on visible tokens, decoder predicts masked pixels."""
+  """VideoMAE pretraining model: encoder on visible tokens, decoder predicts masked pixels.
+
+  Variants by config: further heads on the decoder (`extra_heads`), MAM2's regressor
+  (`regressor_depth`) and second decoder (`motion_heads`). The mask token exists only without
+  a regressor (the regressed features take its place).
+  """
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     self.config = config
     self.encoder = Encoder(config, rngs=rngs)
+    self.regressor = Regressor(config, rngs=rngs) if config.regressor_depth else None
     self.encoder_to_decoder = _linear(config, config.encoder_dim, config.decoder_dim, rngs,
                                       use_bias=False)
-    self.mask_token = nnx.Param(_trunc_normal_init(rngs.params(), (1, 1, config.decoder_dim)))
-    self.decoder = Decoder(config, rngs=rngs)
+    self.mask_token = (None if config.regressor_depth else
+                       nnx.Param(_trunc_normal_init(rngs.params(), (1, 1, config.decoder_dim))))
+    self.decoder = Decoder(config, rngs=rngs, heads=config.extra_heads)
+    self.motion_decoder = (Decoder(config, rngs=rngs, heads=config.motion_heads,
+                                   pixel_head=False) if config.motion_heads else None)
 
   def __call__(self, video: Array, mask: Array, *, num_masked: int,
                deterministic: bool = True) -> Array:
@@ -479,14 +572,27 @@ class MaskedAutoencoder(nnx.Module):
     Returns:
       float32 [B, num_masked, patch_dim], masked tokens in increasing token order (`x[mask]`).
     """
+    return self.predict(video, mask, num_masked=num_masked, deterministic=deterministic)['pixels']
+
+  def predict(self, video: Array, mask: Array, *, num_masked: int,
+              deterministic: bool = True) -> dict[str, Array]:
+    """Every head's prediction for the masked tokens: {"pixels": [B, num_masked, patch_dim],
+    name: float32 [B, num_masked, dim] for each extra and motion head}; arguments as __call__."""
     cfg = self.config
     _check_mask(mask, num_masked, cfg.num_patches)
     visible, masked = split_token_indices(mask, num_masked)
     x_vis = self.encoder(video, visible, deterministic=deterministic)
-    x_vis = self.encoder_to_decoder(x_vis)
     pos = jnp.asarray(sinusoid_table(cfg.num_patches, cfg.decoder_dim))
-    x = jnp.concatenate([x_vis + pos[visible], self.mask_token[...] + pos[masked]], axis=1)
-    return self.decoder(x, num_masked, deterministic=deterministic)
+    if self.regressor is None:
+      x_masked = self.mask_token[...] + pos[masked]
+    else:
+      x_masked = self.encoder_to_decoder(self.regressor(x_vis, masked)) + pos[masked]
+    x = jnp.concatenate([self.encoder_to_decoder(x_vis) + pos[visible],
+                         jnp.broadcast_to(x_masked, (*masked.shape, cfg.decoder_dim))], axis=1)
+    out = self.decoder(x, num_masked, deterministic=deterministic)
+    if self.motion_decoder is not None:
+      out.update(self.motion_decoder(x, num_masked, deterministic=deterministic))
+    return out
 
   def encode(self, video: Array, mask: Array | None = None, num_masked: int = 0, *,
              deterministic: bool = True) -> Array:

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-NO_DECAY_NAMES = ("mask_token",)
+NO_DECAY_NAMES = ("mask_token", "mask_query")  # mask_query: MAM2 regressor's
 # VideoMAE's get_num_layer_for_vit: these go with the patch embedding (layer 0).
 LAYER0_NAMES = ("cls_token", "mask_token", "pos_embed")
 

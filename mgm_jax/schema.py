@@ -73,14 +73,29 @@ def defaults() -> ml_collections.ConfigDict:
       num_classes=0,  # 0: pretrain the autoencoder; > 0: finetune the classifier on labels
       head_init_scale=0.001,  # finetuning: classifier head init = trunc-normal(0.02) x this
       head_dropout=0.0,  # finetuning: dropout before the head (VideoMAE fc_drop_rate)
+      # Pretraining variants (mgm_jax/targets.py). MAM2: a regressor of this many
+      # cross-attention blocks (mask queries attend to the visible features) before the
+      # decoders; 0 = VideoMAE's mask token.
+      regressor_depth=0,
+      motion_decoder=False,  # MAM2: the motion terms (frame_diff, trajectory) on a 2nd decoder
   ))
   c.mask = ml_collections.ConfigDict(dict(
       strategy="mgm",  # random | tube | block | smm | smm_sparse | mgm | mgm_sparse
       ratio=0.75,  # fraction of tokens masked (MGM: 0.75; VideoMAE tube: 0.9)
       jitter=1.0,  # MGM box-centre jitter, in tokens (paper Table 4c)
   ))
+  # Pretraining: the weight of each reconstruction term (0 = off; mgm_jax/targets.py).
   c.loss = ml_collections.ConfigDict(dict(
-      norm_pix=True,  # VideoMAE's per-patch normalised pixel target (False: raw [0, 1] pixels)
+      pixels=1.0,  # VideoMAE's pixel target
+      norm_pix=True,  # ... normalised per patch and channel (False: raw [0, 1] pixels)
+      frame_diff=0.0,  # MotionMAE / MAM2: signed differences of adjacent frames per tubelet
+      frame_diff_dense=True,  # ... of every frame in the span (stride > 1 decodes the frames
+      #                         between sampled ones); False: of the sampled frames only
+      frame_diff_norm=True,  # ... normalised per patch and channel like the pixels
+      trajectory=0.0,  # MME: point trajectories through the codec's motion vectors
+      trajectory_points=4,  # ... points per patch side (4: 16 points per patch)
+      trajectory_scale=1.0,  # ... px/frame that count as 1 in the target
+      hog=0.0,  # MaskFeat: per-patch HOG histograms (9 bins, 8 px cells, per channel)
       label_smoothing=0.1,  # finetuning: cross-entropy label smoothing
   ))
   # Finetuning: mixup / cutmix on device, one lambda per (micro-)batch, clips mixed with the batch

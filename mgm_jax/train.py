@@ -52,6 +52,7 @@ from mgm_jax import pretrained
 from mgm_jax import probe
 from mgm_jax import reconstruct
 from mgm_jax import sharding as sharding_lib
+from mgm_jax import targets as targets_lib
 from mgm_jax import train_step as step_lib
 from mgm_jax import validate
 from mgm_jax import workdir as workdir_lib
@@ -99,7 +100,11 @@ def make_source(config, logdir: str, split: str | None = None):
 
 def clip_spec(config, train: bool = True) -> pipeline.ClipSpec:
   m, d = config.model, config.data
+  terms = [] if m.num_classes > 0 else targets_lib.from_config(config)
+  keys = targets_lib.batch_keys(terms)
+  points = next((t.points for t in terms if isinstance(t, targets_lib.TrajectoryTarget)), 0)
   return pipeline.ClipSpec(
+      between_frames="between" in keys, trajectory_points=points,
       num_frames=m.num_frames, stride=d.stride, sampling=d.sampling, size=m.img_size,
       crop=d.crop, scales=tuple(d.scales), flip=d.flip, rand_augment_ops=d.rand_augment_ops,
       rand_augment_magnitude=d.rand_augment_magnitude, erase_prob=d.erase_prob, train=train,
@@ -163,9 +168,10 @@ def setup(config, workdir: str, logdir: str) -> Run:
                steps_per_epoch, total_steps)
 
   # --- Model and optimizer.
-  model_cfg = model_lib.model_config_from(config.model)
+  model_cfg = targets_lib.model_config(config)
   model = model_lib.make_model(model_cfg, nnx.Rngs(config.seed))
   is_classifier = model_cfg.num_classes > 0
+  terms = [] if is_classifier else targets_lib.from_config(config)
   num_masked = (0 if is_classifier else
                 masking.num_masked(config.mask.strategy, model_cfg.grid, config.mask.ratio))
   schedule = optim.make_schedule(config.optim, config.batch_size, steps_per_epoch, total_steps)
@@ -211,7 +217,7 @@ def setup(config, workdir: str, logdir: str) -> Run:
         mix_prob=config.mixup.prob, switch_prob=config.mixup.switch_prob)
   train_step = step_lib.make_train_step(
       model, optimizer, schedule, num_masked=num_masked, accum_steps=config.accum_steps,
-      norm_pix=config.loss.norm_pix, classify=classify, ema_decay=config.optim.ema_decay,
+      targets=terms, classify=classify, ema_decay=config.optim.ema_decay,
       seed=config.seed, mesh=mesh, shardings=shardings)
   graphdef, _, rest = nnx.split(model, nnx.Param, ...)
 
@@ -260,7 +266,7 @@ def setup(config, workdir: str, logdir: str) -> Run:
              to_global=lambda local: jax.make_array_from_process_local_data(batch_sharding,
                                                                             local),
              ckpt=ckpt, validate=validate_fn, forward=forward, knn=knn,
-             batch_keys=step_lib.batch_keys(model))
+             batch_keys=step_lib.batch_keys(model, terms))
 
 
 def _check_some_decode(source, spec, split: str, tries: int = 3) -> None:
@@ -371,7 +377,12 @@ def loop(run: Run, logdir: str, *, stop_after: int | None = None) -> dict:
         guards.check_finite()  # before any save: a checkpoint never holds a non-finite state
         all_skipped = guards.check_skipped()
         elapsed = time.perf_counter() - tic
-        last = {k: float(v) for k, v in jax.device_get(metrics).items() if k != "state_finite"}
+        host = jax.device_get(metrics)
+        last = {k: float(v) for k, v in host.items() if k not in ("state_finite", "terms")}
+        if len(host["terms"]) > 1:  # each term of a multi-target loss, unweighted
+          last.update({f"loss_{k}": float(v) for k, v in host["terms"].items()})
+        if "trajectory_valid" in batch:  # clips with codec vectors (the others are not scored)
+          last["trajectory_clips"] = float(np.mean(batch["trajectory_valid"]))
         last.update(clips_per_s=clips_since / elapsed, skipped_videos=all_skipped)
         writer.write(step, last)
         writer.progress(step, {k: v for k, v in last.items() if k != "clips_per_s"},

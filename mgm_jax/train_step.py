@@ -34,6 +34,7 @@ from mgm_jax import mixup
 from mgm_jax import model as model_lib
 from mgm_jax import optim
 from mgm_jax import sharding as sharding_lib
+from mgm_jax import targets as targets_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,23 +72,20 @@ def _stochastic(model, key) -> bool:
   return stochastic
 
 
-def make_loss_fn(graphdef, rest, num_masked: int, norm_pix: bool, seed: int,
+def make_loss_fn(graphdef, rest, num_masked: int, targets, seed: int,
                  classify: ClassifyLoss | None = None) -> Callable:
-  """loss(params, batch, step, micro) for one micro-batch, randomness seeded per step."""
+  """loss(params, batch, step, micro) -> (total, {term: value}) for one micro-batch,
+  randomness seeded per step."""
   def pretrain_loss(params, batch, step, micro):
     # copy=True: fresh Variables in this trace, so reseeding drop path may update them.
     model = nnx.merge(graphdef, params, rest, copy=True)
-    cfg, mask = model.config, batch["mask"]
+    mask = batch["mask"]
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), micro)
     stochastic = _stochastic(model, key)
     x, video01 = model_lib.normalize(batch["frames"])
-    pred = model(x, mask, num_masked=num_masked, deterministic=not stochastic)
-    # One term today; a further target (frame difference, trajectories) is one more head and
-    # one more entry here.
-    targets = [loss_lib.PixelTarget(tubelet=cfg.tubelet, patch=cfg.patch, norm_pix=norm_pix)]
-    total, _ = loss_lib.masked_losses({"pixels": pred}, {"video01": video01}, mask, num_masked,
-                                      targets)
-    return total
+    preds = model.predict(x, mask, num_masked=num_masked, deterministic=not stochastic)
+    return loss_lib.masked_losses(preds, {**batch, "video01": video01}, mask, num_masked,
+                                  targets)
 
   def classify_loss(params, batch, step, micro):
     # copy=True: fresh Variables in this trace, so reseeding drop path may update them.
@@ -101,26 +99,31 @@ def make_loss_fn(graphdef, rest, num_masked: int, norm_pix: bool, seed: int,
                               mixup_alpha=c.mixup_alpha, cutmix_alpha=c.cutmix_alpha,
                               switch_prob=c.switch_prob, prob=c.mix_prob,
                               label_smoothing=c.label_smoothing)
-    return mixup.soft_cross_entropy(model(x, deterministic=not stochastic), targets)
+    return mixup.soft_cross_entropy(model(x, deterministic=not stochastic), targets), {}
 
   return pretrain_loss if classify is None else classify_loss
 
 
-def batch_keys(model) -> tuple[str, str]:
-  """The batch entries the step reads: frames, and the mask (autoencoder) or label."""
+def batch_keys(model, targets=()) -> tuple[str, ...]:
+  """The batch entries the step reads: frames, and the mask (autoencoder) or label, and what
+  the targets read (`targets.batch_keys`)."""
   if isinstance(model, model_lib.VideoClassifier):
     return ("frames", "label")
-  return ("frames", "mask")
+  return ("frames", "mask", *targets_lib.batch_keys(targets))
 
 
 def make_train_step(model: nnx.Module, optimizer: optax.GradientTransformation, schedule,
                     *, num_masked: int = 0, accum_steps: int = 1, norm_pix: bool = True,
-                    classify: ClassifyLoss | None = None, ema_decay: float = 0.0,
-                    seed: int = 0, mesh=None, shardings=None) -> Callable:
+                    targets=None, classify: ClassifyLoss | None = None,
+                    ema_decay: float = 0.0, seed: int = 0, mesh=None,
+                    shardings=None) -> Callable:
   """Returns step(state, batch) -> (state, metrics), jitted; the state's buffers are donated.
 
   batch: {"frames": uint8 [B, T, H, W, 3]} plus "mask" bool [B, t, h, w] (autoencoder, with
   `num_masked`) or "label" int32 [B] (classifier, with `classify`); B divisible by accum_steps.
+  The autoencoder scores `targets` (`loss.Target`s; default: the pixels, normalised if
+  `norm_pix`), each on the model head of its name; the batch then also holds what they read
+  (`batch_keys`), and metrics["terms"] each term's value.
   With a mesh, pass `shardings` = state_shardings(...) and put the batch on
   sharding.batch_sharding(mesh). `ema_decay` > 0 needs a state from init_state(..., ema=True).
   """
@@ -128,10 +131,15 @@ def make_train_step(model: nnx.Module, optimizer: optax.GradientTransformation, 
   if is_classifier != (classify is not None):
     raise ValueError("a VideoClassifier trains with classify=ClassifyLoss(...), the "
                      "autoencoder without")
-  keys = batch_keys(model)
+  if targets is None:
+    cfg = model.config
+    targets = [] if is_classifier else [
+        loss_lib.PixelTarget(tubelet=cfg.tubelet, patch=cfg.patch, norm_pix=norm_pix)]
+  targets = list(targets)
+  keys = batch_keys(model, targets)
   graphdef, _, rest = nnx.split(model, nnx.Param, ...)
-  loss_fn = make_loss_fn(graphdef, rest, num_masked, norm_pix, seed, classify)
-  grad_fn = jax.value_and_grad(loss_fn)
+  loss_fn = make_loss_fn(graphdef, rest, num_masked, targets, seed, classify)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def micro_batches(x):
     b = x.shape[0]
@@ -144,24 +152,24 @@ def make_train_step(model: nnx.Module, optimizer: optax.GradientTransformation, 
   def step(state, batch):
     params, batch = state["params"], {k: batch[k] for k in keys}
     if accum_steps == 1:
-      loss, grads = grad_fn(params, batch, state["step"], 0)
+      (loss, terms), grads = grad_fn(params, batch, state["step"], 0)
     else:
       def body(carry, xs):
-        loss_sum, grad_sum = carry
         micro, micro_batch = xs
-        loss, grads = grad_fn(params, micro_batch, state["step"], micro)
-        return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+        (loss, terms), grads = grad_fn(params, micro_batch, state["step"], micro)
+        return jax.tree.map(jnp.add, carry, (loss, terms, grads)), None
       zeros = jax.tree.map(jnp.zeros_like, params)
-      (loss, grads), _ = jax.lax.scan(
-          body, (jnp.zeros((), jnp.float32), zeros),
+      zero_terms = {t.name: jnp.zeros((), jnp.float32) for t in targets}
+      (loss, terms, grads), _ = jax.lax.scan(
+          body, (jnp.zeros((), jnp.float32), zero_terms, zeros),
           (jnp.arange(accum_steps), {k: micro_batches(v) for k, v in batch.items()}))
-      loss, grads = loss / accum_steps, jax.tree.map(lambda g: g / accum_steps, grads)
+      loss, terms, grads = jax.tree.map(lambda g: g / accum_steps, (loss, terms, grads))
     updates, opt_state = optimizer.update(grads, state["opt_state"], params)
     new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
                  "opt_state": opt_state}
     if ema_decay > 0:
       new_state["ema"] = optim.ema_update(state["ema"], new_state["params"], ema_decay)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+    metrics = {"loss": loss, "terms": terms, "grad_norm": optax.tree.norm(grads),
                "lr": schedule(state["step"]),
                # Of the state this step returns (what a checkpoint would hold), not of its input.
                "state_finite": all_finite({k: v for k, v in new_state.items() if k != "step"})}

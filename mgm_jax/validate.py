@@ -22,6 +22,7 @@ from mgm_jax import masking
 from mgm_jax import model as model_lib
 from mgm_jax import schema
 from mgm_jax import sharding
+from mgm_jax import targets as targets_lib
 
 
 class ConfigError(ValueError):
@@ -39,7 +40,7 @@ def _check_fields(config, spec, prefix: str = "") -> None:
     _fail(prefix + missing[0], "missing; start the config from mgm_jax.schema.defaults()")
   for key, value in config.items():
     field = prefix + key
-    if prefix == "model." and key not in spec and key in _ARCHITECTURE:
+    if prefix == "model." and key not in spec and key in _ARCHITECTURE - _DERIVED:
       continue  # any ModelConfig field may override the preset; ModelConfig checks its value
     if key not in spec:
       close = difflib.get_close_matches(key, list(spec.keys()), n=1)
@@ -63,6 +64,7 @@ def _check_fields(config, spec, prefix: str = "") -> None:
 
 
 _ARCHITECTURE = frozenset(f.name for f in dataclasses.fields(model_lib.ModelConfig))
+_DERIVED = frozenset({"extra_heads", "motion_heads"})  # from config.loss (targets.model_config)
 
 
 def _choice(field: str, value, choices) -> None:
@@ -93,8 +95,9 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
     _fail("model.num_frames", f"{m.num_frames} is not divisible by model.tubelet={m.tubelet}")
   if not 0.0 <= m.drop_path_rate < 1.0:
     _fail("model.drop_path_rate", f"{m.drop_path_rate} must lie in [0, 1)")
+  _at_least("model.regressor_depth", m.regressor_depth, 0)
   try:
-    grid = model_lib.model_config_from(m).grid
+    grid = targets_lib.model_config(config).grid
   except ValueError as e:
     _fail("model", str(e))
 
@@ -167,6 +170,8 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
     _fail("optim.ema_decay", f"{o.ema_decay} must lie in [0, 1) (0 = off)")
 
   _validate_finetuning(config, num_devices, num_processes)
+  if m.num_classes == 0:
+    _validate_targets(config)
 
   for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
     _at_least(name, config[name], 1)
@@ -208,3 +213,29 @@ def _validate_finetuning(config, num_devices: int, num_processes: int) -> None:
     _fail("eval.batch_size", f"{e.batch_size} is not divisible by the {num_devices} devices")
   if (m.num_classes > 0 or e.knn_every_steps) and e.batch_size % num_processes:
     _fail("eval.batch_size", f"{e.batch_size} is not divisible by {num_processes} processes")
+
+
+def _validate_targets(config) -> None:
+  """The pretraining loss terms (mgm_jax/targets.py) and the data they need."""
+  m, lc, d = config.model, config.loss, config.data
+  for name in targets_lib.TERMS:
+    _at_least(f"loss.{name}", lc[name], 0)
+  if not any(lc[name] > 0 for name in targets_lib.TERMS):
+    _fail("loss", f"every term weight is 0; set one of {targets_lib.TERMS} > 0")
+  if lc.frame_diff > 0 and lc.frame_diff_dense and d.stride > 1 and d.sampling != "window":
+    _fail("loss.frame_diff_dense", f"needs data.sampling='window' (equal gaps between sampled "
+          f"frames), got {d.sampling!r}; or set it False")
+  if lc.trajectory > 0:
+    if d.motion == "frame_diff":
+      _fail("loss.trajectory", "needs codec motion vectors; data.motion='frame_diff' has none")
+    _at_least("loss.trajectory_points", lc.trajectory_points, 1)
+    if m.patch % lc.trajectory_points:
+      _fail("loss.trajectory_points", f"{lc.trajectory_points} must divide model.patch="
+            f"{m.patch}")
+    if not lc.trajectory_scale > 0:
+      _fail("loss.trajectory_scale", f"{lc.trajectory_scale} must be > 0")
+  if lc.hog > 0 and m.patch % 8:
+    _fail("loss.hog", f"HOG cells are 8 px: model.patch={m.patch} must be a multiple of 8")
+  if m.motion_decoder and not any(lc[name] > 0 for name in targets_lib.MOTION_TERMS):
+    _fail("model.motion_decoder", f"has nothing to predict: set one of "
+          f"{targets_lib.MOTION_TERMS} > 0 in config.loss")

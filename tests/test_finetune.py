@@ -24,6 +24,7 @@ from input_pipeline import views as views_lib
 from mgm_jax import checkpoint as checkpoint_lib
 from mgm_jax import evaluate
 from mgm_jax import inference
+from mgm_jax import loss as loss_lib
 from mgm_jax import model as model_lib
 from mgm_jax import pretrained
 from mgm_jax import schema
@@ -490,7 +491,8 @@ def test_drop_path_draws_change_with_step_and_micro_batch(num_classes):
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   classify = step_lib.ClassifyLoss(num_classes, label_smoothing=0.0, mixup_alpha=0.0,
                                    cutmix_alpha=0.0) if num_classes else None
-  loss_fn = jax.jit(step_lib.make_loss_fn(graphdef, rest, 6, True, 0, classify))
+  targets = [] if num_classes else [loss_lib.PixelTarget(tubelet=2, patch=16)]
+  loss_fn = jax.jit(step_lib.make_loss_fn(graphdef, rest, 6, targets, 0, classify))
   rng = np.random.default_rng(0)
   batch = {"frames": rng.integers(0, 256, (4, 4, 32, 32, 3), dtype=np.uint8)}
   if num_classes:
@@ -499,7 +501,7 @@ def test_drop_path_draws_change_with_step_and_micro_batch(num_classes):
     mask = np.zeros((4, 2 * 2 * 2), bool)
     mask[:, :6] = True
     batch["mask"] = np.stack([rng.permutation(m) for m in mask])
-  losses = [float(loss_fn(params, batch, step, micro)) for step, micro in
+  losses = [float(loss_fn(params, batch, step, micro)[0]) for step, micro in
             ((0, 0), (1, 0), (0, 1), (0, 0))]
   assert losses[0] == losses[3]  # a pure function of (seed, step, micro-batch)
   assert losses[0] != losses[1] and losses[0] != losses[2], losses
