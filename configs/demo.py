@@ -29,19 +29,6 @@ from mgm_jax import schema
 
 
 def get_config(arg: str | None = None):
-  config = schema.defaults()
-  config.total_steps = int(arg) if arg else 800
-  config.batch_size = 16
-  config.model.update(size="tiny", num_frames=4, img_size=96, dtype="float32")
+  config = schema.demo_scale(schema.defaults(), total_steps=int(arg) if arg else 800)
   config.loss.norm_pix = False
-  config.data.update(
-      source="synthetic", num_train_videos=0, num_synthetic_videos=96,
-      synthetic=dict(height=128, width=160, num_frames=32, style="bands", num_objects=3,
-                     object_size=(16, 32)),
-      stride=2, flip=True, repeats=2, num_threads=2)
-  config.optim.update(base_lr=0.08, warmup_steps=20)  # peak lr 5e-3 at batch 16
-  config.log_every = 10
-  config.image_every = 200
-  config.checkpoint_every = 200
-  config.keep_checkpoints = 2
   return config

@@ -70,15 +70,16 @@ class ClipSpec:
   # codec trajectories of points x points points per patch (MME's target; 0 = none).
   between_frames: bool = False
   trajectory_points: int = 0
+  trajectory_steps: int = 0  # frame steps from each tubelet's first frame; 0: its span
 
   @property
   def token_grid(self) -> tuple[int, int, int]:
     return (self.num_frames // self.tubelet, self.size // self.patch, self.size // self.patch)
 
   @property
-  def trajectory_steps(self) -> int:
-    """Frame steps per token slot the trajectories cover: the slot's whole time window."""
-    return self.stride * self.tubelet
+  def steps_tracked(self) -> int:
+    """Frame steps each tubelet's trajectories cover (default: its span)."""
+    return self.trajectory_steps or trajectories.default_steps(self.tubelet, self.stride)
 
   def between_indices(self, indices: np.ndarray) -> np.ndarray:
     """int64 [S * K]: per slot, the frames a + 1 ... a + stride - 1 after each of its sampled
@@ -136,7 +137,7 @@ class LoadClip(grain.transforms.RandomMap):
       frames = decode.decode_frames(source, indices, pad_short=True, name=name)
       return clip_lib.without_motion(frames, indices, name or str(source))
     extra = spec.between_indices(indices) if spec.between_frames else None
-    flow_at = (trajectories.flow_frames(indices, spec.tubelet, spec.trajectory_steps)
+    flow_at = (trajectories.flow_frames(indices, spec.tubelet, spec.steps_tracked)
                if spec.trajectory_points else None)
     clip = decode.decode_clip(source, indices, motion=spec.motion, name=name,
                               compensate_camera=spec.compensate_camera, pad_short=True,
@@ -157,7 +158,7 @@ class LoadClip(grain.transforms.RandomMap):
       frames = view.extra_frames
       out["between"] = frames.reshape(t, -1, *frames.shape[1:])
     if spec.trajectory_points:
-      steps = spec.trajectory_steps
+      steps = spec.steps_tracked
       size = view.frames.shape[1:3]
       if view.frame_flow is None or not view.frame_flow_valid.any():
         dim = steps * (1 + spec.trajectory_points ** 2) * 2

@@ -2,27 +2,31 @@
 from motion vectors instead of offline optical flow).
 
 For each token slot k (a tubelet of sampled frames starting at frame a_k) the trajectories run
-over the slot's whole time window: the `steps` = stride * tubelet frame steps a_k -> a_k + 1 ->
-... -> a_k + steps (the next slot's first frame), so the slots together cover every frame step
-of the clip once: dense in time although the input is sparse. In each patch a `points` x
-`points` grid of points (at the centres of the sub-cells of the patch) starts at frame a_k and
-is tracked frame by frame through the codec flow:
+`steps` frame steps a_k -> a_k + 1 -> ... -> a_k + steps through every decoded frame, although
+the input samples only every stride-th: dense in time. By default `steps` is the tubelet's
+span, (tubelet - 1) x stride (`default_steps`), the frames the dense frame-difference target
+also covers; MME (XinyuSun/MME) tracks 4 steps from each tubelet's first frame, which is that
+span at its stride 4. In each patch a `points` x `points` grid of points (the centres of the
+sub-cells of the patch: with 16 px patches and 2 points, MME's 8 px cell centres) starts at
+frame a_k and is tracked frame by frame through the codec flow:
 
     x_j = x_{j-1} + u_j(x_j),   solved by two fixed-point iterations from x_{j-1},
 
 where u_j is frame (a_k + j)'s own flow (`Clip.frame_flow`: the block at x in frame a_k + j
 came from x - u_j(x)), sampled bilinearly between motion-cell centres (clamped at the frame
-border). A frame step without vectors (an I-frame) takes the flow of the nearest step of the
-same slot that has vectors (the earlier one on ties); a slot with no vectors at all gets zero
-motion. Points may leave the frame; they keep moving with the border flow.
+border). MME reads Farneback flow at the nearest integer position, forward. A frame step
+without vectors (an I-frame) takes the flow of the nearest step of the same slot that has
+vectors (the earlier one on ties); a slot with no vectors at all gets zero motion. Points may
+leave the frame; they keep moving with the border flow (MME flags such a trajectory invalid).
 
-Per token the target is, for each of the `steps` steps, MME's two kinds of change:
+Per token the target is, for each of the `steps` steps, the paper's two kinds of change:
   * position change: the mean (dx, dy) of the patch's points;
   * shape change: each point's (dx, dy) minus that mean (how the patch deforms).
 Values in px/frame at the output resolution, ordered (step, [mean, point 0, ..., point P-1],
-xy): D = steps * (1 + points**2) * 2 values per token, tokens in (t, h, w) order.
+xy): D = steps * (1 + points**2) * 2 values per token, tokens in (t, h, w) order. The loss
+(`mgm_jax.targets.TrajectoryTarget`) scales them, or keeps MME's code's normalisation.
 
-No normalisation here (the loss may scale the values); nothing random; pure NumPy.
+Nothing random; pure NumPy.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ import numpy as np
 from input_pipeline import clip as clip_lib
 
 CELL = clip_lib.MOTION_CELL
+
+
+def default_steps(tubelet: int, stride: int) -> int:
+  """A tubelet's span in frame steps: from its first sampled frame to its last (stride for a
+  one-frame tubelet)."""
+  return (tubelet - 1) * stride if tubelet > 1 else stride
 
 
 def flow_frames(indices: np.ndarray, tubelet: int, steps: int) -> np.ndarray:

@@ -93,8 +93,13 @@ def defaults() -> ml_collections.ConfigDict:
       #                         between sampled ones); False: of the sampled frames only
       frame_diff_norm=True,  # ... normalised per patch and channel like the pixels
       trajectory=0.0,  # MME: point trajectories through the codec's motion vectors
-      trajectory_points=4,  # ... points per patch side (4: 16 points per patch)
-      trajectory_scale=1.0,  # ... px/frame that count as 1 in the target
+      trajectory_points=2,  # ... points per patch side (MME: 2, the 8 px cell centres)
+      trajectory_steps=0,  # ... frame steps tracked from each tubelet's first frame (MME: 4);
+      #                      0 = the tubelet's span, (tubelet - 1) x stride
+      trajectory_scale=1.0,  # ... px/frame that count as 1 in the target (not patch_norm)
+      # ... False: per step the patch's mean motion and each point's deviation from it; True:
+      # MME's code ('PatchStd'): the deviations only, divided by their std over the points
+      trajectory_patch_norm=False,
       hog=0.0,  # MaskFeat: per-patch HOG histograms (9 bins, 8 px cells, per channel)
       label_smoothing=0.1,  # finetuning: cross-entropy label smoothing
   ))
@@ -200,6 +205,31 @@ def finetune_defaults(num_classes: int) -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.eval.every_steps = 2000
   return c
+
+
+def demo_scale(config: ml_collections.ConfigDict, total_steps: int = 800
+               ) -> ml_collections.ConfigDict:
+  """Puts a pretraining config on the CPU demo's scale (configs/demo.py, which explains the
+  choice of data): the tiny model on 4 x 96^2 clips, 96 generated H.264 videos of coloured
+  bars, batch 16, `total_steps` steps. The method fields (mask, loss, model variant) stay; any
+  architecture override (e.g. a decoder width) is dropped for the tiny preset's."""
+  keep = {k: config.model[k] for k in ("regressor_depth", "motion_decoder")}
+  config.model = defaults().model
+  config.model.update(size="tiny", num_frames=4, img_size=96, dtype="float32", **keep)
+  config.total_steps = total_steps
+  config.batch_size = 16
+  config.accum_steps = 1
+  config.data.update(
+      source="synthetic", num_train_videos=0, num_synthetic_videos=96,
+      synthetic=dict(height=128, width=160, num_frames=32, style="bands", num_objects=3,
+                     object_size=(16, 32)),
+      stride=2, flip=True, repeats=2, num_threads=2)
+  config.optim.update(base_lr=0.08, warmup_steps=20)  # peak lr 5e-3 at batch 16
+  config.log_every = 10
+  config.image_every = 200
+  config.checkpoint_every = 200
+  config.keep_checkpoints = 2
+  return config
 
 
 def load(spec: str, *overrides: str, lock: bool = False) -> ml_collections.ConfigDict:

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from input_pipeline import trajectories as trajectories_lib
 from mgm_jax import hog as hog_lib
 from mgm_jax import loss as loss_lib
 from mgm_jax import model as model_lib
@@ -107,21 +108,35 @@ class FrameDiffTarget:
 
 @dataclasses.dataclass(frozen=True)
 class TrajectoryTarget:
-  """MME's motion trajectories from codec vectors, computed on the host (module docstring)."""
+  """MME's motion trajectories from codec vectors, computed on the host (module docstring).
+
+  batch["trajectory"] [B, N, steps * (1 + P) * 2] holds per step the patch's mean (dx, dy) and
+  each of its P = points**2 points' deviation from it (`trajectories.token_trajectories`).
+  Without `patch_norm` the target is that, divided by `scale`; with it, MME's code's
+  'PatchStd': the deviations only, per (step, coordinate) divided by their unbiased std over
+  the points + 1e-6 (the patch's own translation is removed), [B, N, steps * P * 2].
+  """
 
   name: str = "trajectory"
   weight: float = 1.0
-  steps: int = 4
-  points: int = 4
+  steps: int = 2
+  points: int = 2
   scale: float = 1.0  # px/frame that become 1.0
+  patch_norm: bool = False
   valid_key: str | None = "trajectory_valid"
 
   def dim(self, channels: int = 3) -> int:
     del channels
-    return self.steps * (1 + self.points ** 2) * 2
+    return self.steps * (self.points ** 2 + (0 if self.patch_norm else 1)) * 2
 
   def __call__(self, batch: Mapping[str, Array]) -> Array:
-    return jax.lax.stop_gradient(jnp.asarray(batch["trajectory"], jnp.float32) / self.scale)
+    x = jnp.asarray(batch["trajectory"], jnp.float32)
+    if not self.patch_norm:
+      return jax.lax.stop_gradient(x / self.scale)
+    b, n, _ = x.shape
+    dev = x.reshape(b, n, self.steps, 1 + self.points ** 2, 2)[:, :, :, 1:]
+    std = jnp.sqrt(jnp.var(dev, axis=3, ddof=1, keepdims=True))
+    return jax.lax.stop_gradient((dev / (std + 1e-6)).reshape(b, n, -1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,8 +170,10 @@ def from_config(config) -> list:
                                stride=config.data.stride, dense=lc.frame_diff_dense,
                                norm=lc.frame_diff_norm))
   if lc.trajectory > 0:
-    out.append(TrajectoryTarget(weight=lc.trajectory, steps=config.data.stride * m.tubelet,
-                                points=lc.trajectory_points, scale=lc.trajectory_scale))
+    steps = lc.trajectory_steps or trajectories_lib.default_steps(m.tubelet, config.data.stride)
+    out.append(TrajectoryTarget(weight=lc.trajectory, steps=steps,
+                                points=lc.trajectory_points, scale=lc.trajectory_scale,
+                                patch_norm=lc.trajectory_patch_norm))
   if lc.hog > 0:
     out.append(HogTarget(weight=lc.hog, tubelet=m.tubelet, patch=m.patch))
   return out

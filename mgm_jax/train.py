@@ -102,9 +102,10 @@ def clip_spec(config, train: bool = True) -> pipeline.ClipSpec:
   m, d = config.model, config.data
   terms = [] if m.num_classes > 0 else targets_lib.from_config(config)
   keys = targets_lib.batch_keys(terms)
-  points = next((t.points for t in terms if isinstance(t, targets_lib.TrajectoryTarget)), 0)
+  traj = next((t for t in terms if isinstance(t, targets_lib.TrajectoryTarget)), None)
   return pipeline.ClipSpec(
-      between_frames="between" in keys, trajectory_points=points,
+      between_frames="between" in keys, trajectory_points=traj.points if traj else 0,
+      trajectory_steps=traj.steps if traj else 0,
       num_frames=m.num_frames, stride=d.stride, sampling=d.sampling, size=m.img_size,
       crop=d.crop, scales=tuple(d.scales), flip=d.flip, rand_augment_ops=d.rand_augment_ops,
       rand_augment_magnitude=d.rand_augment_magnitude, erase_prob=d.erase_prob, train=train,
@@ -261,7 +262,8 @@ def setup(config, workdir: str, logdir: str) -> Run:
 
   return Run(config=config, mesh=mesh, spec=spec, data_iter=data_iter, total_steps=total_steps,
              model_cfg=model_cfg, state=state, step=int(step), train_step=train_step,
-             predict_first=None if is_classifier else jax.jit(
+             # The reconstruction image shows the pixel head: none without a pixel term.
+             predict_first=None if all(t.name != "pixels" for t in terms) else jax.jit(
                  _predict_first, out_shardings=sharding_lib.replicated(mesh)),
              to_global=lambda local: jax.make_array_from_process_local_data(batch_sharding,
                                                                             local),

@@ -1,7 +1,8 @@
 """One jitted, sharded training step: loss, gradients (with accumulation), AdamW update.
 
 The same step trains both models; the model decides the loss:
-- `MaskedAutoencoder` (pretraining): batch {"frames", "mask"}, the masked reconstruction loss;
+- `MaskedAutoencoder` (pretraining): batch {"frames", "mask"} (+ what the targets read), the
+  masked reconstruction loss: the weighted sum of its targets' terms (`targets.py`);
 - `VideoClassifier` (finetuning, `classify=ClassifyLoss(...)`): batch {"frames", "label"},
   mixup / cutmix on device (`mixup.py`) and soft-target cross-entropy with label smoothing.
 
@@ -12,7 +13,10 @@ exponential moving average of the parameters, updated after every step.
 Gradient accumulation runs inside the step: a global batch of B clips is cut into k micro-batches
 of B / k (micro-batch j takes rows j, j + k, j + 2k, ... so each device works on every
 micro-batch), their gradients are averaged, and the optimizer updates once. Every clip masks the
-same number of tokens, so this equals the gradient of the whole batch at once.
+same number of tokens, so this equals the gradient of the whole batch at once; a term with
+per-clip weights (the trajectory term leaves out clips without motion vectors) is averaged per
+micro-batch, which differs from the whole batch's weighted mean when micro-batches hold
+different numbers of scored clips.
 
 Randomness (drop path, dropout, mixup) is a pure function of (seed, step, micro-batch): no RNG
 state to save. Mixup pairs each clip with the micro-batch reversed, so with accumulation the

@@ -229,6 +229,7 @@ def _validate_targets(config) -> None:
     if d.motion == "frame_diff":
       _fail("loss.trajectory", "needs codec motion vectors; data.motion='frame_diff' has none")
     _at_least("loss.trajectory_points", lc.trajectory_points, 1)
+    _at_least("loss.trajectory_steps", lc.trajectory_steps, 0)
     if m.patch % lc.trajectory_points:
       _fail("loss.trajectory_points", f"{lc.trajectory_points} must divide model.patch="
             f"{m.patch}")

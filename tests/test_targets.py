@@ -139,7 +139,7 @@ def test_config_maps_to_terms_and_heads():
   assert [t.weight for t in terms] == [1.0, 2.0, 0.5, 0.25]
   fd, traj, hog = terms[1:]
   assert fd.stride == 3 and fd.reads_between and fd.dim() == 3 * 16 * 16 * 3
-  assert traj.steps == 6 and traj.dim() == 6 * (1 + 4) * 2
+  assert traj.steps == 3 and traj.dim() == 3 * (1 + 4) * 2  # the tubelet's span at stride 3
   assert hog.dim() == 2 * 4 * 9 * 3
   assert targets_lib.batch_keys(terms) == ("between", "trajectory", "trajectory_valid")
   one = targets_lib.model_config(config)  # MotionMAE: heads on the one decoder
@@ -180,3 +180,36 @@ def test_targets_that_cannot_work_stop_at_start():
   with pytest.raises(validate.ConfigError, match="model.motion_decoder"):
     validate.validate(config, num_devices=1)
   validate.validate(_pretrain_config(frame_diff=1.0, trajectory=1.0, hog=1.0), num_devices=1)
+
+
+def test_trajectory_target_scale_and_mme_patch_norm():
+  rng = np.random.default_rng(5)
+  steps, points = 3, 2
+  raw = rng.normal(size=(2, 4, steps * (1 + points ** 2) * 2)).astype(np.float32)
+  scaled = targets_lib.TrajectoryTarget(steps=steps, points=points, scale=4.0)
+  np.testing.assert_allclose(np.asarray(scaled({"trajectory": raw})), raw / 4.0, rtol=1e-6)
+  mme = targets_lib.TrajectoryTarget(steps=steps, points=points, patch_norm=True)
+  got = np.asarray(mme({"trajectory": raw}))
+  assert got.shape == (2, 4, mme.dim()) and mme.dim() == steps * 4 * 2
+  dev = raw.reshape(2, 4, steps, 5, 2)[:, :, :, 1:]  # per (step, coordinate), over the points
+  want = dev / (dev.std(axis=3, ddof=1, keepdims=True) + 1e-6)
+  np.testing.assert_allclose(got, want.reshape(got.shape), rtol=1e-4, atol=1e-5)
+
+
+def test_trajectory_steps_override():
+  config = _pretrain_config(trajectory=1.0, trajectory_steps=4)
+  (traj,) = [t for t in targets_lib.from_config(config) if t.name == "trajectory"]
+  assert traj.steps == 4 and traj.dim() == 4 * 5 * 2
+
+
+def test_frame_diff_tokens_line_up_with_the_pixel_target():
+  """Change one token's pixels in the second frame of slot 1: the frame difference is nonzero
+  in exactly that token, the one whose pixel target changes."""
+  frames = np.full((1, 4, 32, 32, 3), 100, np.uint8)
+  frames[0, 3, 16:32, 0:16] = 180  # slot 1, row 1, column 0 -> token 1 * 4 + 2 = 6
+  batch = {"video01": frames / 255.0}
+  diff = np.asarray(targets_lib.FrameDiffTarget(stride=1, norm=False)(batch))
+  changed = np.flatnonzero(np.abs(diff).sum(axis=-1))
+  pixels = np.asarray(loss_lib.reconstruction_target(frames / 255.0, 2, 16, norm_pix=False))
+  flat = np.full_like(pixels, 100 / 255.0)
+  assert changed.tolist() == [6] == np.flatnonzero(np.abs(pixels - flat).sum(-1)).tolist()

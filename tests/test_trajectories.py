@@ -110,7 +110,7 @@ def test_pipeline_between_frames_are_the_decoded_frames_cropped_alike(moving_squ
   assert "failed" not in out, out
   t = spec.token_grid[0]
   assert out["between"].shape == (1, t, 2, 64, 64, 3)
-  assert out["trajectory"].shape == (1, t * 4 * 4, spec.trajectory_steps * 5 * 2)
+  assert out["trajectory"].shape == (1, t * 4 * 4, spec.steps_tracked * 5 * 2)
   assert out["trajectory_valid"].tolist() == [1.0]
   # The centre window of a 24-frame video: indices 7, 10, 13, 16 -> between 8, 9 and 14, 15.
   indices = np.array([7, 10, 13, 16])
