@@ -10,11 +10,17 @@ autoencoder, a finetuning run (num_classes > 0) the classifier.
             `transformers.VideoMAEForPreTraining.from_pretrained(OUT)` (or `VideoMAEModel`),
             or `transformers.VideoMAEForVideoClassification.from_pretrained(OUT)` (use_mean_pooling,
             id2label from the class names), under transformers 4.x and 5.x: the key names are
-            those `save_pretrained` writes.
+            those `save_pretrained` writes. A pretraining variant (mgm_jax/model.py: extra heads,
+            MAM2's regressor and motion decoder) adds OUT/mgm_extra.safetensors (the parts no HF
+            class has, official-style names) + OUT/mgm_extra.json (its heads and regressor
+            depth); with a regressor or motion decoder the HF class is `VideoMAEModel` (the
+            encoder and its final norm), with extra heads only `VideoMAEForPreTraining`.
   videomae: OUT/videomae_pretrain.{safetensors,pth} with MCG-NJU VideoMAE's pretraining names,
             or OUT/videomae_finetune.{safetensors,pth} with its finetuning names (what its
             `run_class_finetuning.py --finetune` / `--eval` load); the .pth holds
-            {"model": state dict}; plus OUT/model_config.json.
+            {"model": state dict}; plus OUT/model_config.json. A variant's parts are in the
+            same file under official-style names (`decoder.heads.<name>.*`, `motion_decoder.*`,
+            `regressor.*`: see mgm_jax/export.py); VideoMAE's `--finetune` reads only `encoder.*`.
 
 Class names (classifier): --class_names FILE (one name a line), else the run's
 class_names.txt, else class_<i>. --weights: auto (the EMA when the run keeps one, else the
@@ -27,12 +33,20 @@ left beside the new ones.
 By default the export is checked: the written files are read back into transformers (HF:
 `from_pretrained`, which must report no missing or unexpected key; videomae: the strict import
 of the .pth, then the HF mapping) and one random clip goes through both frameworks (float32).
-Autoencoder: with an MGM mask, the max abs differences of the encoder features and of the
-masked-token predictions are printed; HF's decoder LayerNorm eps is fixed at 1e-5 (ours and
-VideoMAE's: 1e-6) and the check prints the difference this causes. Classifier: the max abs
-difference of the logits (HF's fc_norm eps set to ours for the check; also printed as loaded,
-HF fixes it at 1e-5). The command fails above --tolerance (default 1e-3 for the autoencoder,
-1e-4 for the classifier). `--noverify` skips this.
+
+  autoencoder  with an MGM mask, the max abs differences of the encoder features and of the
+               masked-token pixel predictions (VideoMAEForPreTraining); HF's decoder LayerNorm
+               eps is fixed at 1e-5 (ours and VideoMAE's: 1e-6) and the check prints the
+               difference this causes. A variant with extra heads only is checked the same way.
+  variant with a regressor or motion decoder (HF: VideoMAEModel): the encoder features on the
+               visible tokens under the MGM mask and on every token (HF computes nothing else).
+  classifier   the max abs difference of the logits (HF's fc_norm eps set to ours for the
+               check; also printed as loaded, HF fixes it at 1e-5).
+
+Every model's files are also read back into our params (mgm_extra.safetensors included), which
+must equal the run's bit for bit: the check of the parts no HF class computes (a variant's heads,
+regressor, decoders). The command fails above --tolerance (default 1e-3 for the autoencoder,
+1e-4 for the classifier) or on any difference of the weights. `--noverify` skips this.
 
 Expected failures (no run or checkpoint in --workdir, a non-empty OUT, a failed check) print one
 line to stderr and exit 1.
@@ -75,6 +89,18 @@ def _read_names(path: str | None) -> list[str] | None:
     return [line.rstrip('\n') for line in f if line.strip()]
 
 
+def _kind(cfg) -> str:
+  """The exported model in words: the classifier, or the autoencoder and its variant parts."""
+  if cfg.num_classes:
+    return f'classifier, {cfg.num_classes} classes'
+  parts = [f'heads {", ".join(n for n, _ in cfg.extra_heads)}'] if cfg.extra_heads else []
+  if cfg.motion_heads:
+    parts.append(f'motion decoder ({", ".join(n for n, _ in cfg.motion_heads)})')
+  if cfg.regressor_depth:
+    parts.append(f'regressor depth {cfg.regressor_depth}')
+  return 'autoencoder' + (f' + {"; ".join(parts)}' if parts else '')
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
@@ -88,15 +114,18 @@ def main(argv) -> None:
   if removed:
     print(f'--overwrite: removed {", ".join(removed)} from {out}')
   cfg = run.model.config
-  kind = f'classifier, {cfg.num_classes} classes' if cfg.num_classes else 'autoencoder'
-  print(f'step {run.step} of {_WORKDIR.value} -> {out} ({fmt}, {kind})')
+  print(f'step {run.step} of {_WORKDIR.value} -> {out} ({fmt}, {_kind(cfg)})')
   if not _VERIFY.value:
     return
   try:
     diffs = torch_io.verify_export(run, out, fmt)
   except torch_io.EXPECTED_ERRORS as e:
     _fail(f'the written files do not load: {torch_io.error_line(e)}')
-  if 'logits' in diffs:
+  if 'features_all' in diffs:
+    print(f'max abs difference vs transformers {export.HF_ENCODER_ARCHITECTURE}: encoder '
+          f'features {diffs["features"]:.3g}, {diffs["features_all"]:.3g} (every token); HF has '
+          'no module for its decoder(s), regressor and heads (checked by the read-back below)')
+  elif 'logits' in diffs:
     print(f'max abs difference vs transformers: logits {diffs["logits"]:.3g} (fc_norm eps '
           f'matched), {diffs["logits_as_loaded"]:.3g} (as loaded: HF fc_norm eps '
           f'{export.HF_FC_NORM_EPS:g} vs ours {cfg.layer_norm_eps:g}); encoder features '
@@ -106,6 +135,11 @@ def main(argv) -> None:
           f'predictions {diffs["predictions_eps_matched"]:.3g} (decoder norm eps matched), '
           f'{diffs["predictions"]:.3g} (as loaded: HF decoder norm eps '
           f'{export.HF_DECODER_NORM_EPS:g} vs ours {cfg.layer_norm_eps:g})')
+  print(f'weights read back from {out}: max abs difference {diffs["weights"]:.3g} over every '
+        'parameter')
+  if diffs['weights'] != 0:
+    _fail(f'the weights read back differ from the run\'s by {diffs["weights"]:.3g}: they must '
+          'be bit-exact')
   tolerance = _TOLERANCE.value
   if tolerance is None:
     tolerance = 1e-4 if cfg.num_classes else 1e-3

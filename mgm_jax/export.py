@@ -6,6 +6,8 @@ Pure name/layout mapping on NumPy arrays (no torch import; file I/O is in `torch
     params = export.from_videomae_state_dict(sd, cfg)   # strict inverse, bit-exact
     hf_sd = export.to_hf_state_dict(params, cfg)        # transformers names
     params = export.from_hf_state_dict(hf_sd, cfg)
+    hf_sd, extra = export.to_hf_state_dicts(params)     # + what HF has no module for (variants)
+    params = export.from_hf_state_dict(hf_sd, cfg, extra)
     hf_cfg = export.hf_config(cfg, norm_pix=True)       # kwargs of transformers.VideoMAEConfig
     cfg = export.fit_config(recorded, config)           # a run config that holds such weights
     enc, dropped = export.backbone_params(sd, style)    # a finetune's initial encoder (+ head)
@@ -22,9 +24,37 @@ Two models, one mapping. The model a config describes (`model.make_model`) decid
                                  `videomae.embeddings`, `videomae.encoder.layer.i`, `fc_norm`,
                                  `classifier` (no `videomae.layernorm`).
 
+Pretraining variants (`model.ModelConfig.extra_heads`, `motion_heads`, `regressor_depth`) keep
+the same rule, param path -> dotted name, Linear weights transposed to [out, in]:
+
+  decoder/heads/<name>/{kernel,bias}            decoder.heads.<name>.{weight,bias}
+  motion_decoder/blocks/i/..., norm             motion_decoder.blocks.i..., motion_decoder.norm
+  motion_decoder/heads/<name>/{kernel,bias}     motion_decoder.heads.<name>.{weight,bias}
+  regressor/mask_query                          regressor.mask_query
+  regressor/norm/{scale,bias}                   regressor.norm.{weight,bias}
+  regressor/blocks/i/{norm_q,norm_kv,norm2}     regressor.blocks.i.{norm_q,norm_kv,norm2}.*
+  regressor/blocks/i/{q,kv,proj,mlp/fc1,fc2}    regressor.blocks.i.{q,kv,proj,mlp.fc1,mlp.fc2}.*
+
+(with a regressor there is no `mask_token`). Official VideoMAE's `modeling_pretrain.py` has no
+module for these: its `encoder.*` keys are the official ones, and what a finetune reads
+(`run_class_finetuning.py --finetune` loads only the encoder; `backbone_params` likewise drops
+these parts, each with its reason). HF has no module for them either; an HF export is:
+
+  plain autoencoder         `VideoMAEForPreTraining` (pixel head = `decoder.head`)
+  extra heads only          `VideoMAEForPreTraining` + HF_EXTRA_WEIGHTS (`decoder.heads.*`)
+  regressor / motion dec.   `VideoMAEModel` (the encoder and its final norm, HF's `layernorm`;
+                            no prefix) + HF_EXTRA_WEIGHTS (`encoder_to_decoder`, `mask_token` if
+                            any, `decoder.*`, `motion_decoder.*`, `regressor.*`)
+
+HF_EXTRA_WEIGHTS (`mgm_extra.safetensors`) holds those parts in the official-style names above;
+HF_EXTRA_CONFIG (`mgm_extra.json`) the VARIANT_FIELDS ({"extra_heads": [[name, dim], ...],
+"motion_heads": ..., "regressor_depth": n}). `hf_architecture(cfg)` names the class,
+`hf_extra_names(cfg)` the side file's keys; `from_hf_state_dict` checks both dicts strictly.
+
 The encoder's names are the same in both, under two prefixes (official: `encoder.` or none; HF:
-`videomae.` in both). `to_*` functions read the kind from the params (a top-level `head` is the
-classifier's), `from_*` ones from `model_cfg.num_classes`.
+`videomae.`, none in `VideoMAEModel`). `to_*` functions read the kind from the params (a
+top-level `head` is the classifier's; a `regressor` or `motion_decoder` gives `VideoMAEModel`),
+`from_*` ones from `model_cfg` (`num_classes`, `hf_architecture`).
 
 `fit_config` checks the architecture fields that weight files record against a run config's
 model section and raises ConfigMismatchError naming every difference. Every import is strict:
@@ -42,7 +72,9 @@ modules hold them as `query.bias` / `value.bias` and rename on save and load) an
 modules hold. Both 4.x and 5.x load them; 4.x does not load `query.bias` / `value.bias` (it leaves
 the biases uninitialised: NaN outputs). `to_hf_state_dict` writes the checkpoint names;
 `from_hf_state_dict` accepts either (`hf_bias_keys(sd, 'module')` gives 5.x module names, for
-`load_state_dict` into an installed 5.x module).
+`load_state_dict` into an installed 5.x module). `VideoMAEModel`'s names (`embeddings.`,
+`encoder.layer.i.`, `layernorm.` with use_mean_pooling=False) were checked against 5.23's
+`save_pretrained`.
 
 Known HF differences: transformers builds `decoder.norm` (pretraining) and `fc_norm`
 (classification) as `nn.LayerNorm(D)` with eps 1e-5 that no config field sets, while VideoMAE
@@ -64,6 +96,7 @@ import jax
 import numpy as np
 
 from mgm_jax import model as model_lib
+from mgm_jax import targets as targets_lib
 
 Params = dict[str, Any]
 StateDict = dict[str, np.ndarray]
@@ -73,6 +106,15 @@ StateDict = dict[str, np.ndarray]
 HF_DECODER_NORM_EPS = 1e-5
 HF_FC_NORM_EPS = 1e-5
 HF_ARCHITECTURES = {False: 'VideoMAEForPreTraining', True: 'VideoMAEForVideoClassification'}
+# The HF class of an autoencoder with MAM2's regressor or motion decoder: the encoder only.
+HF_ENCODER_ARCHITECTURE = 'VideoMAEModel'
+# Beside an HF export: what its class has no place for (official-style names) and which variant.
+HF_EXTRA_WEIGHTS = 'mgm_extra.safetensors'
+HF_EXTRA_CONFIG = 'mgm_extra.json'
+_ENCODER_ONLY_PARTS = ('regressor.', 'motion_decoder.')  # official prefixes -> VideoMAEModel
+# The ModelConfig fields of the pretraining variants (model.py): HF_EXTRA_CONFIG's keys.
+VARIANT_FIELDS = ('extra_heads', 'motion_heads', 'regressor_depth')
+_HEAD_FIELDS = ('extra_heads', 'motion_heads')
 
 # Official name -> HF name: (regex, replacement), the first that matches. One encoder mapping,
 # under the encoder's official prefix of each model (`encoder.` pretraining, none finetuning).
@@ -198,10 +240,12 @@ def official_shapes(model_cfg: model_lib.ModelConfig) -> dict[str, tuple[int, ..
   return _official_shapes(abstract_params(model_cfg), model_cfg.num_classes > 0)
 
 
-def _what(classifier: bool, hf: bool = False) -> str:
-  if hf:
-    return f'HF {HF_ARCHITECTURES[classifier]} state dict'
+def _what(classifier: bool) -> str:
   return 'VideoMAE finetune state dict' if classifier else 'VideoMAE state dict'
+
+
+def _hf_what(architecture: str) -> str:
+  return f'HF {architecture} state dict'
 
 
 def to_videomae_state_dict(params: Params) -> StateDict:
@@ -243,54 +287,122 @@ def from_videomae_state_dict(sd: Mapping[str, Any], model_cfg: model_lib.ModelCo
   return _from_official(sd, abstract_params(model_cfg), classifier, _what(classifier))
 
 
-def _hf_name(official: str, classifier: bool) -> str | tuple[str, ...]:
-  """Official name -> HF name (a 3-tuple for the qkv weight, which HF splits)."""
+def hf_architecture(model_cfg: model_lib.ModelConfig) -> str:
+  """The transformers class of `model_cfg`'s model (see the module docstring):
+  VideoMAEForVideoClassification for a classifier, VideoMAEModel (the encoder only) with MAM2's
+  regressor or motion decoder, else VideoMAEForPreTraining."""
+  if model_cfg.num_classes > 0:
+    return HF_ARCHITECTURES[True]
+  if model_cfg.regressor_depth or model_cfg.motion_heads:
+    return HF_ENCODER_ARCHITECTURE
+  return HF_ARCHITECTURES[False]
+
+
+def _architecture_of(official_names) -> str:
+  """`hf_architecture` of the model whose official state dict has these names."""
+  names = list(official_names)
+  if 'head.weight' in names:
+    return HF_ARCHITECTURES[True]
+  if any(n.startswith(_ENCODER_ONLY_PARTS) for n in names):
+    return HF_ENCODER_ARCHITECTURE
+  return HF_ARCHITECTURES[False]
+
+
+def _in_extra(official: str, architecture: str) -> bool:
+  """Whether an official name goes to HF_EXTRA_WEIGHTS: a part the HF class has no place for."""
+  if architecture == HF_ENCODER_ARCHITECTURE:
+    return not official.startswith('encoder.')
+  return architecture == HF_ARCHITECTURES[False] and official.startswith('decoder.heads.')
+
+
+def _hf_parts(official: str, architecture: str) -> tuple[str, ...]:
+  """Official name -> its HF name(s): three for the qkv weight (HF splits it), else one."""
   name = official
-  for pattern, repl in _HF_PREFIXES[classifier]:
+  for pattern, repl in _HF_PREFIXES[architecture == HF_ARCHITECTURES[True]]:
     name, found = re.subn(pattern, repl, name)
     if found:
       break
+  names = (name,)
   layer = _LAYER.match(name)
   if layer:
     prefix, rest = layer.groups()
-    if rest == _QKV:
-      return tuple(prefix + part for part in _HF_QKV)
-    name = prefix + _HF_BLOCK[rest]
-  return name
-
-
-def _hf_names(shapes: Mapping[str, Any], classifier: bool) -> list[str]:
-  names = []
-  for official in shapes:
-    hf = _hf_name(official, classifier)
-    names.extend(hf if isinstance(hf, tuple) else [hf])
+    names = (tuple(prefix + part for part in _HF_QKV) if rest == _QKV else
+             (prefix + _HF_BLOCK[rest],))
+  if architecture == HF_ENCODER_ARCHITECTURE:  # the base model's own names: no `videomae.`
+    names = tuple(n.removeprefix('videomae.') for n in names)
   return names
 
 
+def _hf_names(shapes: Mapping[str, Any], architecture: str) -> list[str]:
+  """The HF file's keys of a model with these official names (the side file's left out)."""
+  return [part for official in shapes if not _in_extra(official, architecture)
+          for part in _hf_parts(official, architecture)]
+
+
 def hf_names(model_cfg: model_lib.ModelConfig) -> list[str]:
-  """Every key of an HF checkpoint file of `model_cfg`'s model (VideoMAEForPreTraining or
-  VideoMAEForVideoClassification; q/v biases under their checkpoint names, as
-  `save_pretrained` writes them)."""
-  return _hf_names(official_shapes(model_cfg), model_cfg.num_classes > 0)
+  """Every key of an HF checkpoint file of `model_cfg`'s model (`hf_architecture`; q/v
+  biases under their checkpoint names, as `save_pretrained` writes them). The parts in
+  HF_EXTRA_WEIGHTS (`hf_extra_names`) are not among them."""
+  return _hf_names(official_shapes(model_cfg), hf_architecture(model_cfg))
+
+
+def hf_extra_names(model_cfg: model_lib.ModelConfig) -> list[str]:
+  """The official names that an HF export of `model_cfg`'s model keeps in HF_EXTRA_WEIGHTS
+  (none for the plain autoencoder and the classifier)."""
+  architecture = hf_architecture(model_cfg)
+  return [n for n in official_shapes(model_cfg) if _in_extra(n, architecture)]
+
+
+def to_hf_state_dicts(params: Params) -> tuple[StateDict, StateDict]:
+  """Our params -> (HF checkpoint state dict, HF_EXTRA_WEIGHTS state dict), float32 NumPy.
+
+  The first holds the keys of the params' `hf_architecture` under the names transformers'
+  own `save_pretrained` writes (4.x and 5.x alike); the second, in official-style names, what
+  that class has no place for ({} for the plain autoencoder and the classifier).
+  """
+  sd = to_videomae_state_dict(params)
+  architecture = _architecture_of(sd)
+  hf, extra = {}, {}
+  for official, value in sd.items():
+    if _in_extra(official, architecture):
+      extra[official] = value
+      continue
+    parts = _hf_parts(official, architecture)
+    chunks = np.split(value, 3, axis=0) if len(parts) == 3 else [value]
+    for part, chunk in zip(parts, chunks):
+      hf[part] = np.ascontiguousarray(chunk)
+  return hf, extra
 
 
 def to_hf_state_dict(params: Params, model_cfg: model_lib.ModelConfig) -> StateDict:
-  """Our params -> HF checkpoint state dict (float32 NumPy): `VideoMAEForPreTraining` for the
-  autoencoder's params, `VideoMAEForVideoClassification` for the classifier's.
-
-  The key names are those transformers' own `save_pretrained` writes (4.x and 5.x alike).
-  """
+  """The HF checkpoint state dict of `to_hf_state_dicts` (`VideoMAEForPreTraining`,
+  `VideoMAEModel` or `VideoMAEForVideoClassification`, as the params' parts decide)."""
   del model_cfg  # the layout follows from the params; kept for a symmetric API
-  classifier = is_classifier(params)
-  hf = {}
-  for official, value in to_videomae_state_dict(params).items():
-    name = _hf_name(official, classifier)
-    if isinstance(name, tuple):
-      for part, chunk in zip(name, np.split(value, 3, axis=0)):
-        hf[part] = np.ascontiguousarray(chunk)
-    else:
-      hf[name] = value
-  return hf
+  return to_hf_state_dicts(params)[0]
+
+
+def hf_extra_info(model_cfg: model_lib.ModelConfig) -> dict[str, Any]:
+  """The contents of HF_EXTRA_CONFIG: the VARIANT_FIELDS of `model_cfg` (JSON types)."""
+  return {'extra_heads': [[n, d] for n, d in model_cfg.extra_heads],
+          'motion_heads': [[n, d] for n, d in model_cfg.motion_heads],
+          'regressor_depth': model_cfg.regressor_depth}
+
+
+def hf_extra_fields(info: Mapping[str, Any], what: str = HF_EXTRA_CONFIG) -> dict[str, Any]:
+  """HF_EXTRA_CONFIG contents -> ModelConfig fields; strict (KeyError / ValueError name them)."""
+  _check_keys(info, VARIANT_FIELDS, what)
+  fields = {}
+  for field in _HEAD_FIELDS:
+    try:
+      fields[field] = tuple((str(n), int(d)) for n, d in info[field])
+    except (TypeError, ValueError) as e:
+      raise ValueError(f'{what}: {field} must list [name, values per token] pairs, got '
+                       f'{info[field]!r}') from e
+  depth = info['regressor_depth']
+  if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+    raise ValueError(f'{what}: regressor_depth must be an int >= 0, got {depth!r}')
+  fields['regressor_depth'] = depth
+  return fields
 
 
 def hf_bias_keys(sd: Mapping[str, Any], style: str) -> dict[str, Any]:
@@ -317,35 +429,55 @@ def hf_bias_keys(sd: Mapping[str, Any], style: str) -> dict[str, Any]:
 
 
 def _official_from_hf(sd: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]],
-                      classifier: bool, what: str) -> StateDict:
-  """HF state dict (checkpoint bias names) -> official names of `shapes`, strictly."""
-  _check_keys(sd, _hf_names(shapes, classifier), what)
+                      architecture: str, what: str) -> StateDict:
+  """HF state dict (checkpoint bias names) -> official names of `shapes` (those in the HF
+  file), strictly."""
+  _check_keys(sd, _hf_names(shapes, architecture), what)
   official = {}
   for name, shape in shapes.items():
-    hf = _hf_name(name, classifier)
-    if isinstance(hf, tuple):
-      parts = [as_numpy(sd[p]) for p in hf]
-      for part, value in zip(hf, parts):
-        _check_shape(part, value.shape, (shape[0] // 3, shape[1]), what)
-      official[name] = np.concatenate(parts, axis=0)
-    else:
-      official[name] = as_numpy(sd[hf])
-      _check_shape(hf, official[name].shape, shape, what)
+    if _in_extra(name, architecture):
+      continue
+    parts = _hf_parts(name, architecture)
+    values = [as_numpy(sd[p]) for p in parts]
+    want = (shape[0] // 3, shape[1]) if len(parts) == 3 else shape
+    for part, value in zip(parts, values):
+      _check_shape(part, value.shape, want, what)
+    official[name] = np.concatenate(values, axis=0) if len(parts) == 3 else values[0]
   return official
 
 
-def from_hf_state_dict(sd: Mapping[str, Any], model_cfg: model_lib.ModelConfig) -> Params:
-  """HF state dict -> our params (strict): `VideoMAEForPreTraining`'s for an autoencoder config,
-  `VideoMAEForVideoClassification`'s (mean pooling) for a classifier's.
+def from_hf_state_dict(sd: Mapping[str, Any], model_cfg: model_lib.ModelConfig,
+                       extra: Mapping[str, Any] | None = None) -> Params:
+  """HF state dicts -> our params (strict): `sd` of `model_cfg`'s `hf_architecture` and
+  `extra`, the HF_EXTRA_WEIGHTS state dict (official-style names: `hf_extra_names`; None = {}).
 
   The q/v biases may come under their checkpoint names (`q_bias` / `v_bias`: HF files, 4.x
   modules) or 5.x module names (`query.bias` / `value.bias`); every other key strictly as in
-  `hf_names(model_cfg)`.
+  `hf_names(model_cfg)`. A key missing from or unexpected in either raises KeyError naming it
+  (and the file).
   """
-  classifier = model_cfg.num_classes > 0
-  official = _official_from_hf(hf_bias_keys(sd, 'checkpoint'), official_shapes(model_cfg),
-                               classifier, _what(classifier, hf=True))
-  return from_videomae_state_dict(official, model_cfg)
+  shapes = official_shapes(model_cfg)
+  architecture = hf_architecture(model_cfg)
+  official = _official_from_hf(hf_bias_keys(sd, 'checkpoint'), shapes, architecture,
+                               _hf_what(architecture))
+  extra = dict(extra or {})
+  _check_extra(extra, shapes, architecture)
+  return from_videomae_state_dict({**official, **extra}, model_cfg)
+
+
+def _check_extra(extra: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]],
+                 architecture: str) -> None:
+  want = {n: shape for n, shape in shapes.items() if _in_extra(n, architecture)}
+  what = f'{HF_EXTRA_WEIGHTS} (the parts {architecture} has no place for)'
+  _check_keys(extra, want, what)
+  for name, shape in want.items():
+    _check_shape(name, np.shape(extra[name]), shape, what)
+
+
+def check_hf_extra(extra: Mapping[str, Any], model_cfg: model_lib.ModelConfig) -> None:
+  """Raises KeyError naming every key an HF_EXTRA_WEIGHTS state dict of `model_cfg`'s model
+  lacks or should not have, ValueError naming a wrong shape."""
+  _check_extra(extra, official_shapes(model_cfg), hf_architecture(model_cfg))
 
 
 def check_class_names(model_cfg: model_lib.ModelConfig, names=None) -> list[str]:
@@ -387,6 +519,8 @@ def hf_config(model_cfg: model_lib.ModelConfig, norm_pix: bool = True,
 
   Autoencoder: `VideoMAEForPreTraining` (the final encoder norm: use_mean_pooling=False). All
   but the decoder's final LayerNorm eps, which HF fixes at 1e-5 (see the module docstring).
+  With MAM2's regressor or motion decoder: `VideoMAEModel` (`hf_architecture`: the encoder with
+  its final norm; the decoder fields are recorded all the same).
   Classifier: `VideoMAEForVideoClassification` with use_mean_pooling=True, num_labels from
   `id2label` / `label2id` of `class_names` (default `class_<i>`); all but `fc_norm`'s eps,
   which HF also fixes at 1e-5. `norm_pix` (the pretraining target) is recorded either way.
@@ -395,7 +529,7 @@ def hf_config(model_cfg: model_lib.ModelConfig, norm_pix: bool = True,
   classifier = c.num_classes > 0
   height, width = c.img_size
   kwargs = dict(
-      architectures=[HF_ARCHITECTURES[classifier]],
+      architectures=[hf_architecture(c)],
       image_size=height if height == width else [height, width],
       patch_size=c.patch, num_channels=c.in_chans, num_frames=c.num_frames,
       tubelet_size=c.tubelet, hidden_size=c.encoder_dim, num_hidden_layers=c.encoder_depth,
@@ -474,8 +608,10 @@ def videomae_recorded_fields(sd: Mapping[str, Any]) -> dict[str, Any]:
   """The ModelConfig fields an official state dict's shapes record.
 
   Pretraining layout (`encoder.` names): widths, depths, tubelet, patch, channels and MLP
-  ratio. Finetune layout: the encoder's, and num_classes. Never the attention heads, img_size
-  or num_frames (no parameter depends on them).
+  ratio, and the VARIANT_FIELDS its keys show (extra_heads from `decoder.heads.*`,
+  motion_heads from `motion_decoder.heads.*`, regressor_depth from `regressor.blocks.*`; left
+  out when it has none of these parts). Finetune layout: the encoder's, and num_classes.
+  Never the attention heads, img_size or num_frames (no parameter depends on them).
   """
   if 'encoder.patch_embed.proj.weight' not in sd and 'patch_embed.proj.weight' in sd:
     fields = _encoder_fields(sd, 'videomae_finetune', _what(True))
@@ -485,7 +621,22 @@ def videomae_recorded_fields(sd: Mapping[str, Any]) -> dict[str, Any]:
                   'encoder.blocks.0.mlp.fc1.weight'], _what(False))
   fields = _encoder_fields(sd, 'videomae_pretrain', _what(False))
   return dict(fields, decoder_dim=tuple(sd['encoder_to_decoder.weight'].shape)[0],
-              decoder_depth=_depth(sd, 'decoder.blocks.'))
+              decoder_depth=_depth(sd, 'decoder.blocks.'), **_recorded_variant(sd))
+
+
+def _recorded_variant(sd: Mapping[str, Any]) -> dict[str, Any]:
+  """The VARIANT_FIELDS an official pretraining state dict's keys record (those it has)."""
+  fields = {}
+  for field, prefix in (('extra_heads', 'decoder.heads.'), ('motion_heads',
+                                                             'motion_decoder.heads.')):
+    heads = tuple((k[len(prefix):-len('.weight')], tuple(v.shape)[0]) for k, v in sd.items()
+                  if k.startswith(prefix) and k.endswith('.weight'))
+    if heads:
+      fields[field] = heads
+  depth = _depth(sd, 'regressor.blocks.')
+  if depth:
+    fields['regressor_depth'] = depth
+  return fields
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,7 +645,8 @@ def videomae_recorded_fields(sd: Mapping[str, Any]) -> dict[str, Any]:
 SOURCE_STYLES = {
     'videomae_pretrain': 'official VideoMAE pretraining (modeling_pretrain.py, `encoder.` names)',
     'videomae_finetune': 'official VideoMAE finetuning (modeling_finetune.py, no prefix)',
-    'hf': 'HF VideoMAEForPreTraining (`videomae.` names) or VideoMAEModel (no prefix)',
+    'hf': ('HF VideoMAEForPreTraining (`videomae.` names) or VideoMAEModel (no prefix; an '
+           f'export\'s {HF_EXTRA_WEIGHTS} beside it holds no encoder part)'),
     'hf_classifier': 'HF VideoMAEForVideoClassification',
 }
 # (where the patch embedding weight is, the block prefix, the MLP fc1 weight in block 0)
@@ -504,6 +656,11 @@ _ENCODER_KEYS = {
            'videomae.encoder.layer.0.intermediate.dense.weight'),
 }
 _DECODER = 'the pretraining decoder (the classifier has none)'
+_EXTRA_HEAD = ('a further prediction head of the pretraining decoder (motion / HOG targets; '
+               'the classifier has none)')
+_MOTION_DECODER = 'MAM2\'s motion decoder (pretraining only; the classifier has none)'
+_REGRESSOR = ('MAM2\'s regressor (it predicts masked tokens\' features for the decoders during '
+              'pretraining; the classifier has none)')
 _FINAL_NORM = ('the encoder\'s final norm (the classifier has none: it mean-pools the tokens '
                'into fc_norm; VideoMAE\'s finetuning does not load it either)')
 _TOKEN0_HEAD = ('the head of a model without mean pooling (it reads token 0 after the final '
@@ -512,7 +669,9 @@ _TOKEN0_HEAD = ('the head of a model without mean pooling (it reads token 0 afte
 _SOURCE_KEYS = {
     'videomae_pretrain': ((r'encoder\.(patch_embed|blocks)\.', 'encoder'),
                           (r'encoder\.norm\.', _FINAL_NORM),
-                          (r'(decoder\.|encoder_to_decoder\.|mask_token$)', _DECODER)),
+                          (r'decoder\.heads\.', _EXTRA_HEAD),
+                          (r'(decoder\.|encoder_to_decoder\.|mask_token$)', _DECODER),
+                          (r'motion_decoder\.', _MOTION_DECODER), (r'regressor\.', _REGRESSOR)),
     'videomae_finetune': ((r'(patch_embed|blocks)\.', 'encoder'),
                           (r'(fc_norm|head)\.', 'head'), (r'norm\.', _FINAL_NORM)),
     'hf': ((r'videomae\.(embeddings|encoder)\.', 'encoder'),
@@ -602,9 +761,10 @@ def backbone_params(sd: Mapping[str, Any], source_style: str,
   `sd`: a state dict in one of SOURCE_STYLES (`detect_style` finds it). `params` is a subtree
   of the classifier's: {"encoder": {"patch_embed", "blocks"}}, plus "fc_norm" and "head" when
   the source is a (mean-pooling) classifier. Dropped on purpose, and listed with the reason:
-  the pretraining decoder (`decoder.*`, `encoder_to_decoder`, `mask_token`), the encoder's
-  final norm (`encoder.norm` / `videomae.layernorm`: VideoMAE's finetuning does not load it
-  into fc_norm), the head of a model without mean pooling, and (with `model_cfg`) a head for
+  the pretraining decoder (`decoder.*`, `encoder_to_decoder`, `mask_token`; a variant's
+  `decoder.heads.*`, `motion_decoder.*` and `regressor.*` too, each with its own reason), the
+  encoder's final norm (`encoder.norm` / `videomae.layernorm`: VideoMAE's finetuning does not
+  load it into fc_norm), the head of a model without mean pooling, and (with `model_cfg`) a head for
   another number of classes (as VideoMAE's finetuning drops it; fc_norm is kept). Any other key
   raises KeyError naming it, as does a missing one; wrong shapes raise ValueError.
 
@@ -643,8 +803,21 @@ def backbone_params(sd: Mapping[str, Any], source_style: str,
     if has_head:
       abstract['head'] = full['head']
   if source_style.startswith('hf'):
-    kept = _official_from_hf(kept, _official_shapes(abstract, True), True, what)
+    kept = _official_from_hf(kept, _official_shapes(abstract, True), HF_ARCHITECTURES[True],
+                             what)
   return _from_official(kept, abstract, True, what), dict(sorted(dropped.items()))
+
+
+def hf_extra_dropped(extra: Mapping[str, Any]) -> dict[str, str]:
+  """{"HF_EXTRA_WEIGHTS:key": reason} for the side file of an HF export, none of which a
+  finetune loads (every part in it is pretraining-only: see `backbone_params`). An encoder key
+  (its place is the HF model file) or an unknown one raises KeyError naming it."""
+  encoder = sorted(k for k in extra if k.startswith('encoder.'))
+  if encoder:
+    raise KeyError(f'{HF_EXTRA_WEIGHTS}: unexpected encoder keys {encoder} (the encoder is in '
+                   'the HF model file)')
+  _, dropped, _ = _split_source(extra, 'videomae_pretrain')
+  return {f'{HF_EXTRA_WEIGHTS}:{k}': reason for k, reason in sorted(dropped.items())}
 
 
 def preset_config(model_cfg: model_lib.ModelConfig) -> dict[str, Any]:
@@ -674,15 +847,16 @@ def preset_config(model_cfg: model_lib.ModelConfig) -> dict[str, Any]:
 
 ARCH_FIELDS = ('img_size', 'num_frames', 'tubelet', 'patch', 'in_chans', 'encoder_dim',
                'encoder_depth', 'encoder_heads', 'decoder_dim', 'decoder_depth', 'decoder_heads',
-               'mlp_ratio', 'layer_norm_eps', 'num_classes')
+               'mlp_ratio', 'layer_norm_eps', 'num_classes') + VARIANT_FIELDS
 DECODER_FIELDS = ('decoder_dim', 'decoder_depth', 'decoder_heads')
 
 
 def recorded_for_kind(recorded: Mapping[str, Any]) -> dict[str, Any]:
-  """`recorded` without the decoder fields when it is a classifier's (num_classes > 0): its
-  files may carry them (HF configs always do) but they hold no weights."""
+  """`recorded` without the decoder (and variant) fields when it is a classifier's
+  (num_classes > 0): its files may carry them (HF configs always do) but they hold no
+  weights."""
   if recorded.get('num_classes', 0) > 0:
-    return {k: v for k, v in recorded.items() if k not in DECODER_FIELDS}
+    return {k: v for k, v in recorded.items() if k not in DECODER_FIELDS + VARIANT_FIELDS}
   return dict(recorded)
 
 
@@ -697,7 +871,47 @@ def _same(a, b) -> bool:
 
 
 def _show(value) -> str:
+  if isinstance(value, (tuple, list)) and all(isinstance(v, (tuple, list)) for v in value):
+    return '(' + ', '.join(f'{n}: {d}' for n, d in value) + ')'  # heads (name, dim)
   return f'({value[0]}, {value[1]})' if isinstance(value, (tuple, list)) else f'{value!r}'
+
+
+def _normalised(field: str, value):
+  """A recorded field as ModelConfig holds it; heads sorted by name (their order holds no
+  weights: each is its own Linear)."""
+  if field in _HEAD_FIELDS:
+    return tuple(sorted((str(n), int(d)) for n, d in value))
+  return tuple(value) if field == 'img_size' else value
+
+
+def _field_source(field: str, section: Mapping[str, Any]) -> str:
+  """Where a config's value of an ARCH_FIELDS field comes from, with its verb, for messages."""
+  if field in _HEAD_FIELDS:
+    return 'loss weights and model.motion_decoder (targets.model_config) give'
+  if field in section:
+    return f'model.{field}={_show(section[field])} gives'
+  return f'model.size={section["size"]!r} gives'
+
+
+def _variant_hint(recorded: Mapping[str, Any], built: model_lib.ModelConfig
+                  ) -> tuple[list[str], list[str]]:
+  """(flags, notes) that make a config's variant (heads, regressor) that of `recorded`."""
+  flags = []
+  depth = recorded.get('regressor_depth', built.regressor_depth)
+  if depth != built.regressor_depth:
+    flags.append(f'--config.model.regressor_depth={depth}')
+  if all(recorded.get(f, ()) == _normalised(f, getattr(built, f)) for f in _HEAD_FIELDS
+         if f in recorded):
+    return flags, []
+  want = {n for f in _HEAD_FIELDS for n, _ in recorded.get(f, getattr(built, f))}
+  have = {n for f in _HEAD_FIELDS for n, _ in getattr(built, f)}
+  flags += [f'--config.loss.{n}=1.0' for n in sorted(want - have)]
+  flags += [f'--config.loss.{n}=0.0' for n in sorted(have - want)]
+  motion = bool(recorded.get('motion_heads', built.motion_heads))
+  if motion != bool(built.motion_heads):
+    flags.append(f'--config.model.motion_decoder={motion}')
+  return flags, ['a loss term has its head while its weight is > 0 (choose yours); head widths '
+                 'follow the data stride and the loss options (targets.from_config)']
 
 
 def _override_hint(wanted: model_lib.ModelConfig, built: model_lib.ModelConfig,
@@ -729,13 +943,16 @@ def fit_config(recorded: Mapping[str, Any], config, norm_pix: bool | None = None
 
   `recorded`: the architecture fields the weights' files give (a subset of ARCH_FIELDS, e.g.
   `videomae_recorded_fields(sd)`; the others come from the config; a classifier's without the
-  decoder fields, see `recorded_for_kind`); `norm_pix`: the target the
+  decoder and variant fields, see `recorded_for_kind`). The config's ModelConfig is
+  `targets.model_config(config)`: its heads follow from the loss weights (`extra_heads`,
+  `motion_heads`; compared regardless of order), its regressor from model.regressor_depth.
+  `norm_pix`: the target the
   weights were trained with, if recorded, checked against `config.loss.norm_pix`. Raises
   ConfigMismatchError naming every field that differs, with the `--config.*` overrides that
   would fit (or what a config file must set), and for non-square clips (the trainer crops
   squares).
   """
-  recorded = {k: tuple(v) if k == 'img_size' else v for k, v in recorded.items()}
+  recorded = {k: _normalised(k, v) for k, v in recorded.items()}
   unknown = sorted(set(recorded) - set(ARCH_FIELDS))
   if unknown:
     raise ValueError(f'not architecture fields: {unknown}')
@@ -745,25 +962,27 @@ def fit_config(recorded: Mapping[str, Any], config, norm_pix: bool | None = None
         f'img_size {_show(size)}: the trainer needs square clips (its input pipeline crops '
         'squares, as VideoMAE does), so these weights cannot be trained by launch/main.py')
   section = config.model
-  built = model_lib.model_config_from(section)
+  built = targets_lib.model_config(config)  # the heads follow from config.loss
   if built.img_size[0] != built.img_size[1]:
     raise ConfigMismatchError(f'{what}\'s model.img_size {_show(built.img_size)}: the trainer '
                               'needs square clips')
-  problems = []
+  problems, arch_differs = [], False
   for field in ARCH_FIELDS:
-    if field in recorded and not _same(recorded[field], getattr(built, field)):
-      source = (f'model.{field}={_show(section[field])}' if field in section else
-                f'model.size={section["size"]!r}')
+    have = _normalised(field, getattr(built, field))
+    if field in recorded and not _same(recorded[field], have):
       problems.append(f'the weights have {field} {_show(recorded[field])} but {what}\'s '
-                      f'{source} gives {_show(getattr(built, field))}')
+                      f'{_field_source(field, section)} {_show(have)}')
+      arch_differs = arch_differs or field not in VARIANT_FIELDS
   flags, notes = [], []
   if problems:
+    flags, notes = _variant_hint(recorded, built)
     try:
       wanted = dataclasses.replace(built, **recorded)
     except ValueError:
       wanted = None  # e.g. widths that the config's head counts do not divide
-    if wanted is not None:
-      flags, notes = _override_hint(wanted, built, section, what)
+    if wanted is not None and arch_differs:
+      more_flags, more_notes = _override_hint(wanted, built, section, what)
+      flags, notes = more_flags + flags, more_notes + notes
     if recorded.get('num_classes', 0) == 0 < built.num_classes:
       notes.append('pretraining weights start a finetune through --config.init=THEM instead')
   loss = config.get('loss', {})

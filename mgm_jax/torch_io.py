@@ -10,6 +10,12 @@ run's config describes (`model.num_classes` > 0: the classifier). Files written:
                              `VideoMAEForPreTraining.from_pretrained(dir)` / `VideoMAEModel...`
                              (autoencoder) or `VideoMAEForVideoClassification...` (classifier,
                              `id2label` from the class names) under transformers 4.x and 5.x.
+                             A pretraining variant (`export` module docstring) adds
+                             dir/mgm_extra.safetensors (the parts no HF class has, official-style
+                             names) and dir/mgm_extra.json (its heads and regressor depth); with
+                             a regressor or motion decoder the HF class is `VideoMAEModel` (the
+                             encoder). `load_hf_extra` reads them back; `read_weights` /
+                             `import_run` need both files and check them strictly.
   VideoMAE (`save_videomae(dir)`): dir/videomae_pretrain.{safetensors,pth} (autoencoder) or
                              dir/videomae_finetune.{safetensors,pth} (classifier: the names of
                              `modeling_finetune.py`, which VideoMAE's `--finetune` / `--eval`
@@ -57,7 +63,8 @@ EXPORT_FILE_PATTERNS = (
     'model-*-of-*.safetensors', 'pytorch_model.bin', 'pytorch_model.bin.index.json',
     'pytorch_model-*-of-*.bin', 'tf_model.h5', 'flax_model.msgpack',
     f'{VIDEOMAE_NAME}.safetensors', f'{VIDEOMAE_NAME}.pth', f'{VIDEOMAE_FINETUNE_NAME}.safetensors',
-    f'{VIDEOMAE_FINETUNE_NAME}.pth', MODEL_CONFIG_FILE)
+    f'{VIDEOMAE_FINETUNE_NAME}.pth', MODEL_CONFIG_FILE, export.HF_EXTRA_WEIGHTS,
+    export.HF_EXTRA_CONFIG)
 
 
 def videomae_name(model_cfg: model_lib.ModelConfig) -> str:
@@ -118,13 +125,16 @@ def _architecture(hf_config_kwargs: Mapping[str, Any]) -> str:
   return (hf_config_kwargs.get('architectures') or ['VideoMAEForPreTraining'])[0]
 
 
+_HF_CLASS_NAMES = (*export.HF_ARCHITECTURES.values(), export.HF_ENCODER_ARCHITECTURE)
+
+
 def hf_model_class(hf_config_kwargs: Mapping[str, Any]):
-  """The transformers class of an `export.hf_config`: VideoMAEForPreTraining or
-  VideoMAEForVideoClassification (its `architectures`)."""
+  """The transformers class of an `export.hf_config`: VideoMAEForPreTraining, VideoMAEModel
+  (a variant with a regressor or motion decoder) or VideoMAEForVideoClassification (its
+  `architectures`)."""
   name = _architecture(hf_config_kwargs)
-  if name not in export.HF_ARCHITECTURES.values():
-    raise ValueError(f'HF architecture {name!r}: expected one of '
-                     f'{sorted(export.HF_ARCHITECTURES.values())}')
+  if name not in _HF_CLASS_NAMES:
+    raise ValueError(f'HF architecture {name!r}: expected one of {sorted(_HF_CLASS_NAMES)}')
   return getattr(_hf_classes(), name)
 
 
@@ -175,24 +185,70 @@ def save_hf(params, model_cfg: model_lib.ModelConfig, norm_pix: bool,
             class_names: list[str] | None = None) -> str:
   """Writes config.json + model.safetensors for transformers; returns out_dir.
 
-  The keys are those transformers' `save_pretrained` writes (see `export.to_hf_state_dict`):
-  VideoMAEForPreTraining, or VideoMAEForVideoClassification for a classifier config (then
-  `class_names`, default `class_<i>`, become id2label / label2id). `overwrite`: see
-  `clear_export_dir` (without it, a non-empty out_dir raises).
+  The keys are those transformers' `save_pretrained` writes (see `export.to_hf_state_dicts`)
+  for `export.hf_architecture(model_cfg)`: VideoMAEForPreTraining, VideoMAEModel (a variant
+  with a regressor or motion decoder), or VideoMAEForVideoClassification for a classifier config
+  (then `class_names`, default `class_<i>`, become id2label / label2id). A variant's parts that
+  the class has no place for go to mgm_extra.safetensors (official-style names) and its
+  variant fields to mgm_extra.json. `overwrite`: see `clear_export_dir` (without it, a
+  non-empty out_dir raises).
   """
   import safetensors.numpy  # pylint: disable=g-import-not-at-top
   _check_kind(params, model_cfg)
   kwargs = export.hf_config(model_cfg, norm_pix, class_names)
-  sd = export.to_hf_state_dict(params, model_cfg)
+  sd, extra = export.to_hf_state_dicts(params)
   check_hf_state_dict(sd, kwargs)
+  export.check_hf_extra(extra, model_cfg)
   out_dir = os.fspath(out_dir)
   clear_export_dir(out_dir, overwrite)
   os.makedirs(out_dir, exist_ok=True)
   _hf_classes().VideoMAEConfig(**kwargs).save_pretrained(out_dir)
   weights = os.path.join(out_dir, 'model.safetensors')
   safetensors.numpy.save_file(sd, weights, metadata={'format': 'pt'})
-  _make_readable(weights, os.path.join(out_dir, 'config.json'))
+  written = [weights, os.path.join(out_dir, 'config.json')]
+  if extra:
+    written += _save_hf_extra(extra, model_cfg, out_dir)
+  _make_readable(*written)
   return out_dir
+
+
+def _save_hf_extra(extra: Mapping[str, np.ndarray], model_cfg: model_lib.ModelConfig,
+                   out_dir: str) -> list[str]:
+  """Writes mgm_extra.safetensors + mgm_extra.json; returns their paths."""
+  import safetensors.numpy  # pylint: disable=g-import-not-at-top
+  weights = os.path.join(out_dir, export.HF_EXTRA_WEIGHTS)
+  safetensors.numpy.save_file(dict(extra), weights, metadata={'format': 'pt'})
+  info = os.path.join(out_dir, export.HF_EXTRA_CONFIG)
+  with open(info, 'w', encoding='utf-8') as f:
+    json.dump(export.hf_extra_info(model_cfg), f, indent=2)
+  return [weights, info]
+
+
+def load_hf_extra(src: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """(mgm_extra.safetensors state dict, mgm_extra.json as ModelConfig fields) of an HF export
+  directory; ({}, {}) when it has neither (a plain VideoMAE model).
+
+  One without the other raises FileNotFoundError naming the missing file; a malformed
+  mgm_extra.json raises ValueError / KeyError naming the field.
+  """
+  src = os.fspath(src)
+  weights, info = (os.path.join(src, n) for n in (export.HF_EXTRA_WEIGHTS,
+                                                 export.HF_EXTRA_CONFIG))
+  if not os.path.exists(weights) and not os.path.exists(info):
+    return {}, {}
+  for path, other in ((weights, info), (info, weights)):
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'{src}: no {os.path.basename(path)} beside '
+                              f'{os.path.basename(other)} (an HF export of a pretraining '
+                              'variant writes both)')
+  try:
+    with open(info, encoding='utf-8') as f:
+      fields = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{info}: not JSON ({e})') from e
+  if not isinstance(fields, Mapping):
+    raise ValueError(f'{info}: holds a {type(fields).__name__}, not an object')
+  return _load_safetensors(weights), export.hf_extra_fields(fields, info)
 
 
 def load_hf(src: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -345,6 +401,16 @@ def hf_outputs(hf_model, video, mask):
   return feats.numpy(), pred.numpy()
 
 
+def hf_encoder_outputs(hf_model, video, mask):
+  """(visible-token features, every token's features) of a transformers VideoMAEModel."""
+  import torch  # pylint: disable=g-import-not-at-top
+  x = _torch_video(video)
+  with torch.no_grad():
+    feats = hf_model(x, bool_masked_pos=torch.from_numpy(np.asarray(mask))).last_hidden_state
+    all_feats = hf_model(x).last_hidden_state
+  return feats.numpy(), all_feats.numpy()
+
+
 def jax_classifier_outputs(model: model_lib.VideoClassifier, video):
   """(encoder features of every token, logits) of our classifier, NumPy."""
   @nnx.jit
@@ -378,8 +444,10 @@ def compare_with_hf(model, hf_model, seed: int = 0) -> dict[str, float]:
   """Max abs differences, ours vs the HF model, on one random clip (+ an MGM mask).
 
   Autoencoder vs VideoMAEForPreTraining: 'features' (encoder, visible tokens), 'predictions'
-  (HF as given, decoder norm eps 1e-5), 'predictions_eps_matched' (HF decoder norm eps set to
-  ours for the comparison). Classifier vs VideoMAEForVideoClassification: 'features' (every
+  (pixels; HF as given, decoder norm eps 1e-5), 'predictions_eps_matched' (HF decoder norm eps
+  set to ours for the comparison). Autoencoder vs VideoMAEModel (a variant with a regressor or
+  motion decoder: HF holds the encoder only): 'features' and 'features_all' (every token, no
+  mask). Classifier vs VideoMAEForVideoClassification: 'features' (every
   token, no final norm), 'logits' (HF fc_norm eps set to ours, 1e-6 as VideoMAE's) and
   'logits_as_loaded' (HF's fixed fc_norm eps 1e-5).
   """
@@ -393,6 +461,12 @@ def compare_with_hf(model, hf_model, seed: int = 0) -> dict[str, float]:
     return {'features': float(np.abs(feats - hf_feats).max()),
             'logits': float(np.abs(logits - hf_matched).max()),
             'logits_as_loaded': float(np.abs(logits - hf_logits).max())}
+  if not hasattr(hf_model, 'decoder'):  # VideoMAEModel
+    feats = np.asarray(nnx.jit(lambda m, v, k: m.encode(v, k, num_masked))(model, video, mask))
+    all_feats = np.asarray(nnx.jit(lambda m, v: m.encode(v))(model, video))
+    hf_feats, hf_all = hf_encoder_outputs(hf_model, video, mask)
+    return {'features': float(np.abs(feats - hf_feats).max()),
+            'features_all': float(np.abs(all_feats - hf_all).max())}
   feats, pred = jax_outputs(model, video, mask, num_masked)
   hf_feats, hf_pred = hf_outputs(hf_model, video, mask)
   _, hf_pred_matched = _eps_matched(hf_model.decoder.norm, eps,
@@ -402,10 +476,13 @@ def compare_with_hf(model, hf_model, seed: int = 0) -> dict[str, float]:
           'predictions_eps_matched': float(np.abs(pred - hf_pred_matched).max())}
 
 
+# What must be small among `verify_export`'s differences (the eps-matched ones, not 'as loaded').
+_CHECKED = ('features', 'features_all', 'predictions_eps_matched', 'logits', 'weights')
+
+
 def checked_difference(diffs: Mapping[str, float]) -> float:
-  """The largest of `compare_with_hf`'s differences that must be small (the eps-matched ones)."""
-  keys = ('features', 'logits') if 'logits' in diffs else ('features', 'predictions_eps_matched')
-  return max(diffs[k] for k in keys)
+  """The largest of `compare_with_hf` / `verify_export`'s differences that must be small."""
+  return max(diffs[k] for k in _CHECKED if k in diffs)
 
 
 def hf_model_from_state_dict(sd: Mapping[str, np.ndarray], hf_config_kwargs: Mapping[str, Any]):
@@ -500,7 +577,8 @@ def export_run(workdir: str, out: str, fmt: str, step: int | None = None,
 
 
 def read_back(out: str, fmt: str, model_cfg: model_lib.ModelConfig, norm_pix: bool):
-  """The files `export_run` wrote, loaded into transformers (VideoMAEForPreTraining, or
+  """The files `export_run` wrote, loaded into transformers (`export.hf_architecture`:
+  VideoMAEForPreTraining, VideoMAEModel for a variant with a regressor or motion decoder,
   VideoMAEForVideoClassification for a classifier).
 
   hf: `from_pretrained`, failing on any missing, unexpected or mismatched key; videomae: the
@@ -523,14 +601,31 @@ def read_back(out: str, fmt: str, model_cfg: model_lib.ModelConfig, norm_pix: bo
   return hf_model_from_state_dict(export.to_hf_state_dict(params, model_cfg), kwargs)
 
 
+def exported_params(out: str, fmt: str, model_cfg: model_lib.ModelConfig):
+  """Our params from the files `export_run` wrote to `out` (strict): hf, its model.safetensors
+  and (a variant) mgm_extra.safetensors; videomae, the .safetensors file."""
+  if fmt == 'hf':
+    sd, _ = load_hf(out)
+    extra, _ = load_hf_extra(out)
+    return export.from_hf_state_dict(sd, model_cfg, extra)
+  path = os.path.join(out, f'{videomae_name(model_cfg)}.safetensors')
+  return export.from_videomae_state_dict(load_videomae(path), model_cfg)
+
+
 def verify_export(run, out: str, fmt: str) -> dict[str, float]:
-  """`compare_with_hf` of the run's model (float32) and the files written to `out`."""
+  """`compare_with_hf` of the run's model (float32) and the files written to `out`, plus
+  'weights': the largest difference of any parameter read back (`exported_params`; 0 when
+  exact), which covers the parts no HF class holds (a variant's heads, regressor, decoders)."""
   params = nnx.to_pure_dict(nnx.state(run.model, nnx.Param))
   model_cfg = run.model.config
   norm_pix = bool(run.config.get('loss', {}).get('norm_pix', True))
   cfg32 = dataclasses.replace(model_cfg, dtype='float32', attention_impl=None)
-  return compare_with_hf(model_lib.from_params(cfg32, params),
-                         read_back(out, fmt, model_cfg, norm_pix))
+  diffs = compare_with_hf(model_lib.from_params(cfg32, params),
+                          read_back(out, fmt, model_cfg, norm_pix))
+  back = exported_params(out, fmt, model_cfg)
+  diffs['weights'] = max(jax.tree.leaves(jax.tree.map(
+      lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), params, back)))
+  return diffs
 
 
 def _saved_model_config(src: str) -> dict[str, Any] | None:
@@ -542,13 +637,18 @@ def _saved_model_config(src: str) -> dict[str, Any] | None:
     return json.load(f)
 
 
+_NO_VARIANT = {'extra_heads': (), 'motion_heads': (), 'regressor_depth': 0}  # plain VideoMAE
+
+
 def _read_weights(src: str, fmt: str, config):
   """(params, ModelConfig, class names or None) of `read_weights`."""
   if fmt == 'hf':
     sd, hf_cfg = load_hf(src)
+    extra, variant = load_hf_extra(src)
+    _need_extra(src, hf_cfg, extra)
     classifier = 'classifier.weight' in sd  # the weights decide the model
     try:
-      weights_cfg = export.model_config_from_hf(hf_cfg, classifier=classifier)
+      weights_cfg = export.model_config_from_hf(hf_cfg, classifier=classifier, **variant)
     except KeyError as e:
       raise ValueError(f'{src}/config.json: no {e.args[0]!r} (not a VideoMAE config)') from e
     recorded = export.recorded_for_kind(
@@ -556,7 +656,7 @@ def _read_weights(src: str, fmt: str, config):
     norm_pix = None if classifier else hf_cfg.get('norm_pix_loss')
     model_cfg = export.fit_config(recorded, config, norm_pix)
     names = export.class_names_from_hf(hf_cfg) if classifier else None
-    return export.from_hf_state_dict(sd, model_cfg), model_cfg, names
+    return export.from_hf_state_dict(sd, model_cfg, extra), model_cfg, names
   if fmt != 'videomae':
     raise ValueError(f'format {fmt!r}: choose hf or videomae')
   sd = load_videomae(src)
@@ -568,8 +668,20 @@ def _read_weights(src: str, fmt: str, config):
     recorded.setdefault('num_classes', 0)  # files written before the classifier existed
     norm_pix = fields.get('norm_pix') if recorded['num_classes'] == 0 else None
     names = fields.get('class_names')
+  if recorded['num_classes'] == 0:  # the keys and model_config.json show every variant part
+    for field, none in _NO_VARIANT.items():
+      recorded.setdefault(field, none)
   model_cfg = export.fit_config(export.recorded_for_kind(recorded), config, norm_pix)
   return export.from_videomae_state_dict(sd, model_cfg), model_cfg, names
+
+
+def _need_extra(src: str, hf_cfg: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
+  """A VideoMAEModel directory is a variant's export only with its mgm_extra files."""
+  if _architecture(hf_cfg) == export.HF_ENCODER_ARCHITECTURE and not extra:
+    raise FileNotFoundError(
+        f'{src}: an HF VideoMAEModel holds only the encoder and there is no '
+        f'{export.HF_EXTRA_WEIGHTS} with the rest of a pretraining model (a finetune can start '
+        'from the encoder: --config.init)')
 
 
 def read_weights(src: str, fmt: str, config):
@@ -577,11 +689,15 @@ def read_weights(src: str, fmt: str, config):
 
   Either model: an HF VideoMAEForPreTraining / VideoMAEForVideoClassification directory, an
   official pretraining / finetune file; a classifier's weights need a classifier config
-  (`model.num_classes` = the weights' classes). What the files record is checked by
-  `export.fit_config`: every architecture field for hf (and `norm_pix_loss` for pretraining)
-  and for a videomae file with a model_config.json beside it (written by `save_videomae`), the
-  shape-recorded fields otherwise. Raises export.ConfigMismatchError (naming the fields),
-  KeyError / ValueError (strict keys and shapes) or OSError (missing or unreadable files).
+  (`model.num_classes` = the weights' classes). A pretraining variant: an HF directory with
+  mgm_extra.safetensors + mgm_extra.json beside its model file (VideoMAEForPreTraining or
+  VideoMAEModel; both files are needed), or an official file with its extra keys; its config
+  must ask for the same heads and regressor (`targets.model_config`). What the files record is
+  checked by `export.fit_config`: every architecture field for hf (and `norm_pix_loss` for
+  pretraining) and for a videomae file with a model_config.json beside it (written by
+  `save_videomae`), the shape-recorded fields otherwise (variant parts included). Raises
+  export.ConfigMismatchError (naming the fields), KeyError / ValueError (strict keys and
+  shapes) or OSError (missing or unreadable files).
   """
   params, model_cfg, _ = _read_weights(src, fmt, config)
   return params, model_cfg
@@ -628,16 +744,18 @@ def read_init_weights(src: str | os.PathLike, model_cfg: model_lib.ModelConfig |
   """The weights a finetune starts from (`config.init`, see `mgm_jax.pretrained`): (params, info).
 
   `src`: an HF directory (VideoMAEForPreTraining, VideoMAEModel or
-  VideoMAEForVideoClassification) or an official VideoMAE file (.pth/.pt/.bin {"model" |
-  "module": state dict} or .safetensors; pretraining or finetune). The layout is read from the
-  keys (`export.detect_style`).
+  VideoMAEForVideoClassification; a variant's mgm_extra files beside it are not loaded) or an
+  official VideoMAE file (.pth/.pt/.bin {"model" | "module": state dict} or .safetensors;
+  pretraining or finetune). The layout is read from the keys (`export.detect_style`).
 
   `params`: `export.backbone_params` of it, a subtree of our classifier's: {"encoder":
   {"patch_embed", "blocks"}} plus "fc_norm" and "head" when the source is a (mean-pooling)
   classifier (with `model_cfg`: its head only if it has as many classes). `info`: {"source",
   "style", "fields" (what the weights' shapes record: widths, depth, tubelet, patch, ...),
   "dropped" ({key: reason} for the parts left out on purpose: decoder, final norm, a head for
-  other classes), "class_names" (an HF classifier's id2label, else None)}.
+  other classes; a variant's heads, regressor and motion decoder, those of an HF export's
+  mgm_extra.safetensors as "mgm_extra.safetensors:KEY"), "class_names" (an HF classifier's
+  id2label, else None)}.
 
   `model_cfg`: the config to initialise; a width/depth/patch/tubelet/channel/MLP mismatch is
   an export.ConfigMismatchError naming every field. Every error names `src`.
@@ -645,8 +763,10 @@ def read_init_weights(src: str | os.PathLike, model_cfg: model_lib.ModelConfig |
   src = os.fspath(src)
   info: dict[str, Any] = {'source': src, 'class_names': None}
   try:
+    extra = {}
     if os.path.isdir(src):
       sd, hf_cfg = load_hf(src)
+      extra, _ = load_hf_extra(src)
       if export.HF_ARCHITECTURES[True] in (hf_cfg.get('architectures') or []):
         info['class_names'] = export.class_names_from_hf(hf_cfg)
     else:
@@ -654,6 +774,7 @@ def read_init_weights(src: str | os.PathLike, model_cfg: model_lib.ModelConfig |
     style = export.detect_style(sd)
     info.update(style=style, fields=export.backbone_fields(sd, style))
     params, info['dropped'] = export.backbone_params(sd, style, model_cfg)
+    info['dropped'].update(export.hf_extra_dropped(extra))
   except (KeyError, ValueError) as e:
     raise _named(e, src) from e
   return params, info
