@@ -10,7 +10,9 @@ lr as VideoMAE; SSv2 pretrained 400 epochs (its ssv2pt-400epo finetune script).
 What differs:
 - Motion comes from the codec's motion vectors of every decoded frame, not from offline
   Farneback flow with iDT camera compensation; clips without vectors are left out of the
-  trajectory term (counted in the `trajectory_clips` metric).
+  trajectory term (their share in the `trajectory_clips` metric). The vectors must come from a
+  one-reference-frame H.264 encode (launch/prepare_data.py's): FFmpeg does not say how far
+  back a reference lies, and x264's default ref=3 puts trajectories 3-4 px per step off.
 - Heads are single Linear layers (MME: Linear-GELU-Linear with tanh / sigmoid), the loss a
   mean over values (MME: sum over a token's values), so the two terms weigh differently.
 - HOG (mgm_jax/hog.py) is of every frame of the tubelet, hard-binned as scikit-image,

@@ -477,7 +477,11 @@ def _window_motion(win: _Window, sampled: np.ndarray, first_gap: int, compensate
     past, future, b_like = _reference_distances(win)
     if win.codec in _ZERO_B_VECTOR_CODECS and b_like.any():
       vectors = vectors.without(b_like)
-    weights, has_vectors = motion_lib.interval_weights(ids, sampled, vectors.has_vectors,
+    # The clip's motion reads only frames up to its last sampled one, also when the window
+    # runs on for `flow_frames`: its masks must not depend on which targets are on.
+    in_clip = ids <= sampled[-1]
+    weights, has_vectors = motion_lib.interval_weights(ids, sampled,
+                                                       vectors.has_vectors & in_clip,
                                                        first_gap=first_gap)
     frame_valid = None
     if flow_frames is not None:  # one-hot rows: a frame's own field (zero where it has none)
@@ -495,7 +499,7 @@ def _window_motion(win: _Window, sampled: np.ndarray, first_gap: int, compensate
       flow, frame_flow = flow[:sampled.size], flow[sampled.size:]
     return (flow, motion_lib.magnitude(flow, compensate_camera), has_vectors, frame_flow,
             frame_valid)
-  valid = np.array([d is not None for d in win.luma_diff], bool)
+  valid = np.array([d is not None for d in win.luma_diff], bool) & (ids <= sampled[-1])
   weights, _ = motion_lib.interval_weights(ids, sampled, valid, first_gap=first_gap)
   zero = np.zeros((gh, gw), np.float32)
   per_frame = np.stack([zero if d is None else d for d in win.luma_diff]) if ids.size else (
@@ -571,7 +575,7 @@ def _clip(source: Source, name: str, indices: np.ndarray, motion: str, compensat
   last = int(max(rgb.max(), -1 if flow_at is None or not flow_at.size else flow_at.max()))
   win = _decode(source, name, window_start=window_start, sampled=rgb, policy=motion, last=last)
   if (motion == "auto" and win.motion_source == clip_lib.MOTION_FROM_VECTORS
-      and not any(win.vector_counts)):
+      and not any(win.vector_counts[:int(indices[-1]) - window_start + 1])):
     win = _decode(source, name, window_start=window_start, sampled=rgb,
                   policy=clip_lib.MOTION_FROM_FRAME_DIFF, last=last)
   num_ok = _check_available(win, indices, pad_short, name)

@@ -19,6 +19,11 @@ without vectors (an I-frame) takes the flow of the nearest step of the same slot
 vectors (the earlier one on ties); a slot with no vectors at all gets zero motion. Points may
 leave the frame; they keep moving with the border flow (MME flags such a trajectory invalid).
 
+The flow is exact only when each vector's reference frame is known: H.264 with one reference
+frame (`ref=1`, launch/prepare_data.py's encode; measured within 0.25 px per step), B-frames and
+MPEG-4 within 1 px; x264's default ref=3 is 3-4 px per step off (FFmpeg exports a vector's
+direction, not its reference distance; `decode._reference_distances`).
+
 Per token the target is, for each of the `steps` steps, the paper's two kinds of change:
   * position change: the mean (dx, dy) of the patch's points;
   * shape change: each point's (dx, dy) minus that mean (how the patch deforms).

@@ -437,10 +437,11 @@ class CrossBlock(nnx.Module):
     self.norm2 = _layer_norm(cfg, dim, rngs)
     self.mlp = Mlp(cfg, dim, rngs=rngs)
 
-  def __call__(self, x: Array, context: Array) -> Array:
+  def __call__(self, x: Array, context: Array, query_pos: Array) -> Array:
+    """x [B, M, D] queries, context [B, N, D] (positions included), query_pos [B, M, D]."""
     b, n, d = x.shape
     m, head_dim = context.shape[1], d // self.num_heads
-    q = self.q(self.norm_q(x)).reshape(b, n, self.num_heads, head_dim)
+    q = self.q(self.norm_q(x + query_pos)).reshape(b, n, self.num_heads, head_dim)
     kv = self.kv(self.norm_kv(context)).reshape(b, m, 2, self.num_heads, head_dim)
     out = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], scale=head_dim ** -0.5,
                                        implementation=self.impl)
@@ -449,7 +450,11 @@ class CrossBlock(nnx.Module):
 
 
 class Regressor(nnx.Module):
-  """MAM2's regressor: mask queries (+ encoder position) cross-attend to the visible features."""
+  """MAM2's regressor: mask queries cross-attend to the visible features.
+
+  As CAE's regressor: the encoder's position table is added to the context (visible features)
+  once and to the queries in every block; the visible features are never updated.
+  """
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.config = cfg
@@ -459,14 +464,16 @@ class Regressor(nnx.Module):
                             for _ in range(cfg.regressor_depth)])
     self.norm = _layer_norm(cfg, dim, rngs)
 
-  def __call__(self, x_vis: Array, masked: Array) -> Array:
-    """x_vis [B, N_vis, D_enc] (after the encoder's norm), masked [B, M] -> [B, M, D_enc]."""
+  def __call__(self, x_vis: Array, visible: Array, masked: Array) -> Array:
+    """x_vis [B, N_vis, D_enc] (after the encoder's norm) at token indices visible [B, N_vis];
+    masked [B, M] -> the masked tokens' features [B, M, D_enc]."""
     cfg = self.config
     pos = jnp.asarray(sinusoid_table(cfg.num_patches, cfg.encoder_dim))
-    x = jnp.broadcast_to(self.mask_query[...], (*masked.shape, cfg.encoder_dim)) + pos[masked]
+    context, query_pos = x_vis + pos[visible], pos[masked]
+    x = jnp.broadcast_to(self.mask_query[...], (*masked.shape, cfg.encoder_dim))
     for block in self.blocks:
-      x = (nnx.remat(lambda blk, y, c: blk(y, c))(block, x, x_vis) if cfg.remat
-           else block(x, x_vis))
+      x = (nnx.remat(lambda blk, y, c, p: blk(y, c, p))(block, x, context, query_pos)
+           if cfg.remat else block(x, context, query_pos))
     return self.norm(x)
 
 
@@ -586,7 +593,7 @@ class MaskedAutoencoder(nnx.Module):
     if self.regressor is None:
       x_masked = self.mask_token[...] + pos[masked]
     else:
-      x_masked = self.encoder_to_decoder(self.regressor(x_vis, masked)) + pos[masked]
+      x_masked = self.encoder_to_decoder(self.regressor(x_vis, visible, masked)) + pos[masked]
     x = jnp.concatenate([self.encoder_to_decoder(x_vis) + pos[visible],
                          jnp.broadcast_to(x_masked, (*masked.shape, cfg.decoder_dim))], axis=1)
     out = self.decoder(x, num_masked, deterministic=deterministic)

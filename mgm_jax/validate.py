@@ -97,7 +97,7 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
     _fail("model.drop_path_rate", f"{m.drop_path_rate} must lie in [0, 1)")
   _at_least("model.regressor_depth", m.regressor_depth, 0)
   try:
-    grid = targets_lib.model_config(config).grid
+    grid = model_lib.model_config_from(m).grid
   except ValueError as e:
     _fail("model", str(e))
 
@@ -222,6 +222,15 @@ def _validate_targets(config) -> None:
     _at_least(f"loss.{name}", lc[name], 0)
   if not any(lc[name] > 0 for name in targets_lib.TERMS):
     _fail("loss", f"every term weight is 0; set one of {targets_lib.TERMS} > 0")
+  tubelet = model_lib.model_config_from(m).tubelet
+  if lc.frame_diff > 0 and tubelet < 2:
+    _fail("loss.frame_diff", f"differences frames inside a tubelet: model.tubelet={tubelet} "
+          "must be >= 2")
+  if (lc.frame_diff > 0 and lc.frame_diff_dense or lc.trajectory > 0) and (
+      d.rand_augment_ops or d.erase_prob):
+    _fail("loss", "the dense frame difference and the trajectories read frames and motion "
+          "that RandAugment / random erasing do not change: set data.rand_augment_ops=0 and "
+          "data.erase_prob=0")
   if lc.frame_diff > 0 and lc.frame_diff_dense and d.stride > 1 and d.sampling != "window":
     _fail("loss.frame_diff_dense", f"needs data.sampling='window' (equal gaps between sampled "
           f"frames), got {d.sampling!r}; or set it False")
@@ -230,6 +239,9 @@ def _validate_targets(config) -> None:
       _fail("loss.trajectory", "needs codec motion vectors; data.motion='frame_diff' has none")
     _at_least("loss.trajectory_points", lc.trajectory_points, 1)
     _at_least("loss.trajectory_steps", lc.trajectory_steps, 0)
+    if lc.trajectory_patch_norm and lc.trajectory_points < 2:
+      _fail("loss.trajectory_points", "trajectory_patch_norm normalises over a patch's "
+            f"points: needs >= 2 points per side, got {lc.trajectory_points}")
     if m.patch % lc.trajectory_points:
       _fail("loss.trajectory_points", f"{lc.trajectory_points} must divide model.patch="
             f"{m.patch}")
@@ -240,3 +252,7 @@ def _validate_targets(config) -> None:
   if m.motion_decoder and not any(lc[name] > 0 for name in targets_lib.MOTION_TERMS):
     _fail("model.motion_decoder", f"has nothing to predict: set one of "
           f"{targets_lib.MOTION_TERMS} > 0 in config.loss")
+  try:
+    targets_lib.model_config(config)  # the heads the terms need
+  except ValueError as e:
+    _fail("model", str(e))

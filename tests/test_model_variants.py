@@ -64,11 +64,14 @@ def test_regressor_only_reads_the_visible_features():
   reg = model_lib.Regressor(cfg, rngs=nnx.Rngs(1))
   rng = np.random.default_rng(1)
   x_vis = jnp.asarray(rng.normal(size=(1, 3, cfg.encoder_dim)), jnp.float32)
-  both = reg(x_vis, jnp.array([[2, 5]]))
-  alone = reg(x_vis, jnp.array([[5]]))
+  visible = jnp.array([[0, 1, 3]])
+  both = reg(x_vis, visible, jnp.array([[2, 5]]))
+  alone = reg(x_vis, visible, jnp.array([[5]]))
   np.testing.assert_allclose(both[:, 1], alone[:, 0], rtol=1e-5, atol=1e-6)
-  other = reg(x_vis.at[:, 0].multiply(-1.0), jnp.array([[5]]))
+  other = reg(x_vis.at[:, 0].multiply(-1.0), visible, jnp.array([[5]]))
   assert np.abs(np.asarray(other - alone)).max() > 1e-3
+  moved = reg(x_vis, jnp.array([[0, 1, 6]]), jnp.array([[5]]))  # the keys carry positions
+  assert np.abs(np.asarray(moved - alone)).max() > 1e-4
 
 
 def test_head_names_are_checked():

@@ -159,6 +159,8 @@ def test_config_maps_to_terms_and_heads():
     (dict(frame_diff=-1.0), "config.loss.frame_diff"),
     (dict(trajectory=1.0, trajectory_points=3), "config.loss.trajectory_points"),
     (dict(trajectory=1.0, trajectory_scale=0.0), "config.loss.trajectory_scale"),
+    (dict(trajectory=1.0, trajectory_points=1, trajectory_patch_norm=True),
+     "config.loss.trajectory_points"),
 ])
 def test_bad_target_fields_name_the_field(change, field):
   config = _pretrain_config(**change)
@@ -174,6 +176,14 @@ def test_targets_that_cannot_work_stop_at_start():
   config = _pretrain_config(frame_diff=1.0)
   config.data.sampling = "segments"
   with pytest.raises(validate.ConfigError, match="loss.frame_diff_dense"):
+    validate.validate(config, num_devices=1)
+  config = _pretrain_config(frame_diff=1.0)
+  config.data.rand_augment_ops = 2
+  with pytest.raises(validate.ConfigError, match="RandAugment"):
+    validate.validate(config, num_devices=1)
+  config = _pretrain_config(frame_diff=1.0)
+  config.model.update(tubelet=1, num_frames=4)
+  with pytest.raises(validate.ConfigError, match="loss.frame_diff: .*tubelet"):
     validate.validate(config, num_devices=1)
   config = _pretrain_config()
   config.model.motion_decoder = True

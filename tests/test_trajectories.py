@@ -138,3 +138,17 @@ def test_without_targets_the_clip_carries_nothing_extra(moving_square):
   out = pipeline.LoadClip(_spec()).random_map({"path": str(moving_square.path), "label": 0},
                                               np.random.default_rng(0))
   assert set(out) == {"frames", "label", "mask"}
+
+
+def test_the_clip_motion_does_not_depend_on_the_flow_frames(tmp_path):
+  """Decoding on past the last sampled frame for trajectories leaves the mask's motion as it
+  was (the fill rule for frames without vectors must not look past the clip)."""
+  video = synthetic.make_video(tmp_path / "gop.mp4", num_frames=32, height=64, width=80,
+                               num_objects=2, seed=1,
+                               encoder_options={"bf": "0", "g": "7", "x264-params": "ref=1"})
+  indices = np.arange(4, 16, 2)  # frame 14 is an I-frame (g=7): its interval is filled
+  plain = decode.decode_clip(video.path, indices, motion="mv")
+  with_flow = decode.decode_clip(video.path, indices, motion="mv",
+                                 flow_indices=trajectories.flow_frames(indices, 2, 8))
+  np.testing.assert_array_equal(plain.magnitude, with_flow.magnitude)
+  np.testing.assert_array_equal(plain.flow, with_flow.flow)
