@@ -41,13 +41,19 @@ def reconstruction_target(video01: Array, tubelet: int, patch: int,
   """
   video01 = jnp.asarray(video01, jnp.float32)
   x = patchify(video01, tubelet, patch)
-  x = x.reshape(*x.shape[:2], -1, video01.shape[-1])  # [B, N, pixels, C]
   if norm_pix:
-    mean = jnp.mean(x, axis=-2, keepdims=True)
-    std = jnp.sqrt(jnp.var(x, axis=-2, ddof=1, keepdims=True))
-    x = (x - mean) / (std + 1e-6)
-  x = x.reshape(x.shape[0], x.shape[1], -1)
+    x = normalise_patches(x, video01.shape[-1])
   return jax.lax.stop_gradient(x)
+
+
+def normalise_patches(x: Array, channels: int) -> Array:
+  """[B, N, D] with values in (..., channel) order -> per token and channel
+  (x - mean) / (unbiased std + 1e-6), VideoMAE's pixel-target normalisation."""
+  x = x.reshape(*x.shape[:2], -1, channels)
+  mean = jnp.mean(x, axis=-2, keepdims=True)
+  std = jnp.sqrt(jnp.var(x, axis=-2, ddof=1, keepdims=True))
+  x = (x - mean) / (std + 1e-6)
+  return x.reshape(x.shape[0], x.shape[1], -1)
 
 
 def masked_mse(pred: Array, target: Array, mask: Array, num_masked: int,

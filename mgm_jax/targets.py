@@ -44,15 +44,6 @@ MOTION_TERMS = ("frame_diff", "trajectory")
 TERMS = ("pixels", "frame_diff", "trajectory", "hog")
 
 
-def _normalise_patches(x: Array, channels: int) -> Array:
-  """Per token and channel: (x - mean) / (unbiased std + 1e-6), as VideoMAE's pixel target."""
-  x = x.reshape(*x.shape[:2], -1, channels)
-  mean = jnp.mean(x, axis=-2, keepdims=True)
-  std = jnp.sqrt(jnp.var(x, axis=-2, ddof=1, keepdims=True))
-  x = (x - mean) / (std + 1e-6)
-  return x.reshape(x.shape[0], x.shape[1], -1)
-
-
 def span_order(tubelet: int, stride: int) -> np.ndarray:
   """Static gather order: position j of a tubelet's span -> its index in the concatenation
   [the tubelet's sampled frames (tubelet), its "between" frames ((tubelet - 1) * (stride - 1))]."""
@@ -102,7 +93,7 @@ class FrameDiffTarget:
     x = einops.rearrange(diff, "b t l (h p1) (w p2) c -> b (t h w) (l p1 p2 c)",
                          p1=self.patch, p2=self.patch)
     if self.norm:
-      x = _normalise_patches(x, c)
+      x = loss_lib.normalise_patches(x, c)
     return jax.lax.stop_gradient(x)
 
 
