@@ -161,7 +161,7 @@ class LoadClip(grain.transforms.RandomMap):
       steps = spec.steps_tracked
       size = view.frames.shape[1:3]
       if view.frame_flow is None or not view.frame_flow_valid.any():
-        dim = steps * (1 + spec.trajectory_points ** 2) * 2
+        dim = trajectories.values_per_token(steps, spec.trajectory_points)
         out["trajectory"] = np.zeros((int(np.prod(spec.token_grid)), dim), np.float32)
         out["trajectory_valid"] = np.float32(0.0)
       else:

@@ -49,6 +49,11 @@ def default_steps(tubelet: int, stride: int) -> int:
   return (tubelet - 1) * stride if tubelet > 1 else stride
 
 
+def values_per_token(steps: int, points: int) -> int:
+  """D of `token_trajectories`: per step the mean and each of the points**2 points, (dx, dy)."""
+  return steps * (1 + points ** 2) * 2
+
+
 def flow_frames(indices: np.ndarray, tubelet: int, steps: int) -> np.ndarray:
   """int64 [S * steps]: the frames whose own flow the trajectories read, slot after slot
   (frames a_k + 1 ... a_k + steps for the first sampled frame a_k of each slot)."""

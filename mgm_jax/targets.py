@@ -118,7 +118,9 @@ class TrajectoryTarget:
 
   def dim(self, channels: int = 3) -> int:
     del channels
-    return self.steps * (self.points ** 2 + (0 if self.patch_norm else 1)) * 2
+    if self.patch_norm:  # the points' deviations only
+      return self.steps * self.points ** 2 * 2
+    return trajectories_lib.values_per_token(self.steps, self.points)
 
   def __call__(self, batch: Mapping[str, Array]) -> Array:
     x = jnp.asarray(batch["trajectory"], jnp.float32)

@@ -247,8 +247,10 @@ def _validate_targets(config) -> None:
             f"{m.patch}")
     if not lc.trajectory_scale > 0:
       _fail("loss.trajectory_scale", f"{lc.trajectory_scale} must be > 0")
-  if lc.hog > 0 and m.patch % 8:
-    _fail("loss.hog", f"HOG cells are 8 px: model.patch={m.patch} must be a multiple of 8")
+  cell = targets_lib.HogTarget.cell
+  if lc.hog > 0 and m.patch % cell:
+    _fail("loss.hog", f"HOG cells are {cell} px: model.patch={m.patch} must be a multiple of "
+          f"{cell}")
   if m.motion_decoder and not any(lc[name] > 0 for name in targets_lib.MOTION_TERMS):
     _fail("model.motion_decoder", f"has nothing to predict: set one of "
           f"{targets_lib.MOTION_TERMS} > 0 in config.loss")
