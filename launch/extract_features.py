@@ -31,15 +31,12 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-from flax import nnx
 import jax
-import numpy as np
 
 from mgm_jax import checkpoint as checkpoint_lib
-from mgm_jax import evaluate
+from mgm_jax import features
 from mgm_jax import inference
 from mgm_jax import probe
-from mgm_jax import sharding
 from mgm_jax import train
 from mgm_jax import workdir as workdir_lib
 import distributed_flags  # launch/distributed_flags.py  # pylint: disable=g-bad-import-order
@@ -71,29 +68,12 @@ _SEED = flags.DEFINE_integer("seed", 0, "--probe: seed of the held-out split and
 
 def extract(loaded, config, logdir: str, split: str, out: str) -> str:
   """Writes OUT/<split>.npz; returns its path."""
-  mesh = sharding.make_mesh(-1, 1)
-  source = train.make_source(config, logdir, split)
-  spec = evaluate.eval_spec(config, _TEMPORAL.value, _SPATIAL.value)
-  forward = evaluate.make_forward(loaded.model, mesh, features=True)
-  params = nnx.to_pure_dict(nnx.state(loaded.model, nnx.Param))
-  batch = max(_BATCH.value - _BATCH.value % jax.device_count(), jax.device_count())
-  preds = evaluate.predict(forward, params, source, spec, mesh, batch_size=batch,
-                           num_videos=_NUM_VIDEOS.value, num_threads=config.data.num_threads)
-  ok = np.array([not e for e in preds.errors], bool)
-  path = os.path.join(out, f"{split}.npz")
-  if jax.process_index() == 0:
-    os.makedirs(out, exist_ok=True)
-    probe.save_features(path, preds.outputs[ok].mean(axis=1), preds.label[ok],
-                        np.asarray(preds.names)[ok], meta={
-                            "workdir": _WORKDIR.value, "step": loaded.step, "split": split,
-                            "temporal_views": _TEMPORAL.value, "spatial_views": _SPATIAL.value,
-                            "model": type(loaded.model).__name__, "failed": int((~ok).sum())})
-    failed = [f"{n}\t{e}\n" for n, e in zip(preds.names, preds.errors) if e]
-    with open(os.path.join(out, f"{split}.failed.txt"), "w", encoding="utf-8") as f:
-      f.writelines(failed)
-  print(f"{split}: {int(ok.sum())} videos -> {path}"
-        + (f" ({int((~ok).sum())} failed to decode, listed in {split}.failed.txt)"
-           if (~ok).any() else ""))
+  path, written, failed = features.extract_split(
+      loaded, config, train.make_source(config, logdir, split), os.path.join(out, f"{split}.npz"),
+      temporal_views=_TEMPORAL.value, spatial_views=_SPATIAL.value, batch_size=_BATCH.value,
+      num_videos=_NUM_VIDEOS.value, meta={"workdir": _WORKDIR.value, "split": split})
+  print(f"{split}: {written} videos -> {path}"
+        + (f" ({failed} failed to decode, listed in {split}.failed.txt)" if failed else ""))
   return path
 
 
@@ -101,27 +81,10 @@ def evaluate_probe(out: str, num_classes: int) -> dict:
   """kNN and the linear probe on OUT/<train_split>.npz and OUT/<test_split>.npz."""
   train_x, train_y, _, _ = probe.load_features(os.path.join(out, f"{_TRAIN_SPLIT.value}.npz"))
   test_x, test_y, _, _ = probe.load_features(os.path.join(out, f"{_TEST_SPLIT.value}.npz"))
-  knn = probe.knn_accuracy(train_x, train_y, test_x, test_y, num_classes, k=_K.value)
-  rng = np.random.default_rng(_SEED.value)
-  order = rng.permutation(len(train_y))
-  held = max(1, int(round(_VAL_FRACTION.value * len(order))))
-  if held >= len(order):
-    raise ValueError(f"--val_fraction={_VAL_FRACTION.value} leaves no train videos")
-  val, fit = order[:held], order[held:]
-  lrs, wds = [float(v) for v in _LRS.value], [float(v) for v in _WDS.value]
-  sweep = probe.linear_probe(train_x[fit], train_y[fit], train_x[val], train_y[val],
-                             num_classes, lrs=lrs, weight_decays=wds, epochs=_EPOCHS.value,
-                             batch_size=min(256, len(fit)), seed=_SEED.value)
-  final = probe.linear_probe(train_x, train_y, train_x[val], train_y[val], num_classes,
-                             lrs=(sweep.lr,), weight_decays=(sweep.weight_decay,),
-                             epochs=_EPOCHS.value, batch_size=min(256, len(train_y)),
-                             seed=_SEED.value)
-  linear = probe.topk_accuracy(probe.probe_predict(final, test_x), test_y)
-  return {"knn": knn, "linear": linear, "chosen": {"lr": sweep.lr, "weight_decay":
-                                                   sweep.weight_decay},
-          "sweep": sweep.table, "train_videos": int(len(train_y)),
-          "test_videos": int(len(test_y)), "held_out_videos": int(held),
-          "num_classes": num_classes}
+  return features.probe_evaluation(
+      train_x, train_y, test_x, test_y, num_classes, k=_K.value,
+      val_fraction=_VAL_FRACTION.value, lrs=_LRS.value, weight_decays=_WDS.value,
+      epochs=_EPOCHS.value, seed=_SEED.value)
 
 
 def main(argv) -> None:
