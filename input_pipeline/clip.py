@@ -20,6 +20,8 @@ MOTION_CELL = 8  # pixels per motion-grid cell (H.264's smallest motion-vector b
 # Where a clip's motion came from.
 MOTION_FROM_VECTORS = "mv"  # the codec's motion vectors (H.264, MPEG-4 part 2, ...)
 MOTION_FROM_FRAME_DIFF = "frame_diff"  # luma frame difference: a magnitude cue without direction
+MOTION_FROM_FLOW = "flow"  # dense optical flow on the decoded frames (`optical_flow.py`)
+MOTION_SOURCES = (MOTION_FROM_VECTORS, MOTION_FROM_FRAME_DIFF, MOTION_FROM_FLOW)
 
 
 @dataclasses.dataclass
@@ -30,27 +32,31 @@ class Clip:
     frames: uint8 [T, H, W, 3] RGB, only the sampled frames.
     flow: float32 [T, Gh, Gw, 2] or None. (dx, dy) in pixels per frame, positive = right / down:
       the mean per-frame displacement over all frames from the previous sampled frame (exclusive)
-      to this one (inclusive), i.e. the accumulated displacement divided by the frame gap. None
-      when the motion came from frame differences (no direction is known).
+      to this one (inclusive), i.e. the accumulated displacement divided by the frame gap. For
+      optical flow (MOTION_FROM_FLOW) it is the flow from the previous sampled frame to this
+      one divided by the gap: the same mean per-frame displacement, measured on the pixels.
+      None when the motion came from frame differences (no direction is known).
     magnitude: float32 [T, Gh, Gw], >= 0. The motion strength the mask is steered by: |flow| for
-      vectors (after optional camera-motion compensation), mean absolute luma difference per
-      frame (0..255 scale) for the frame-difference cue.
+      vectors and optical flow (after optional camera-motion compensation), mean absolute luma
+      difference per frame (0..255 scale) for the frame-difference cue.
     has_vectors: bool [T]. True where at least one frame of the sampled interval carried real
-      codec vectors; False where the motion was filled from neighbouring frames (e.g. the
-      interval held only I-frames) or came from frame differences.
-    motion_source: MOTION_FROM_VECTORS or MOTION_FROM_FRAME_DIFF.
+      codec vectors, or (optical flow) where a flow into this frame was computed; False where
+      the motion was filled from neighbouring frames (e.g. the interval held only I-frames, or
+      the clip starts at frame 0, which has no earlier frame to compute a flow from), for frames
+      past the end, or when it came from frame differences.
+    motion_source: MOTION_FROM_VECTORS, MOTION_FROM_FLOW or MOTION_FROM_FRAME_DIFF.
     frame_indices: int64 [T], the frame indices (0-based, display order) that were sampled.
     name: the file name or a label used in error messages and logs.
     extra_frames: uint8 [K, H, W, 3] or None: further RGB frames a reconstruction target needs
       (the frames between sampled ones, for the dense frame-difference target), only when asked.
     extra_indices: int64 [K] or None: their frame indices.
-    frame_flow: float32 [K2, Gh, Gw, 2] or None: the codec flow of single frames (trajectory
-      targets), only when asked and the motion came from vectors. Row k is frame
+    frame_flow: float32 [K2, Gh, Gw, 2] or None: the flow of single frames (trajectory
+      targets), only when asked and the motion came from vectors or optical flow. Row k is frame
       `frame_flow_indices[k]`'s own motion, px/frame from its previous frame, on its own grid
       (the block at cell c of that frame came from c - flow).
     frame_flow_indices: int64 [K2] or None.
     frame_flow_valid: bool [K2] or None: False where the frame carried no vectors (an I-frame,
-      a frame past the end): its row is zero.
+      a frame past the end; optical flow: a frame past the end): its row is zero.
   """
 
   frames: np.ndarray
@@ -69,6 +75,11 @@ class Clip:
   @property
   def num_frames(self) -> int:
     return int(self.frames.shape[0])
+
+  @property
+  def magnitude_is_displacement(self) -> bool:
+    """True when `magnitude` is in pixels (vectors, optical flow): resizing scales it."""
+    return self.motion_source in (MOTION_FROM_VECTORS, MOTION_FROM_FLOW)
 
   def check(self) -> None:
     """Raises ValueError (naming the clip) if the arrays are inconsistent with each other."""
@@ -95,7 +106,7 @@ class Clip:
           or self.frame_flow_valid.shape != (k,)):
         problems.append(f"frame_flow {self.frame_flow.shape} != [K, {grid[0]}, {grid[1]}, 2] "
                         "or frame_flow_indices / frame_flow_valid not [K]")
-    if self.motion_source not in (MOTION_FROM_VECTORS, MOTION_FROM_FRAME_DIFF):
+    if self.motion_source not in MOTION_SOURCES:
       problems.append(f"unknown motion_source {self.motion_source!r}")
     if problems:
       raise ValueError(f"inconsistent clip {self.name!r}: " + "; ".join(problems))

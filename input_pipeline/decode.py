@@ -5,7 +5,9 @@ frame needed, decodes in display order up to the last sampled frame and converts
 frames to RGB. Motion comes from the codec's motion vectors (FFmpeg exports them while decoding)
 or, for codecs without vectors, from luma frame differences read straight from the decoded Y plane.
 `motion.py` has the conventions: signs, accumulation over the sampling stride, filling frames
-without vectors (I-frames), the first sampled frame.
+without vectors (I-frames), the first sampled frame. `motion="flow"` computes dense optical flow
+(`optical_flow.py`, OpenCV DIS) between the luma planes of consecutive sampled frames instead:
+any codec, same conventions (`_flow_motion`).
 
 Frame indices are 0-based in display order. The index of the first frame decoded after a seek
 comes from its timestamp ((pts - stream start) x time base x frame rate, rounded); the following
@@ -40,6 +42,7 @@ import numpy as np
 
 from input_pipeline import clip as clip_lib
 from input_pipeline import motion as motion_lib
+from input_pipeline import optical_flow
 
 # FFmpeg decoders (`codec_context.name`) that export motion vectors (`flags2=+export_mvs`): the
 # H.264 and mpegvideo-family decoders. MS-MPEG4 v3 ("DIV3", "MP43") decodes as `msmpeg4`.
@@ -50,7 +53,7 @@ VECTOR_CODECS = frozenset({
 # Codecs whose B-frames export all-zero vectors: such frames count as frames without vectors.
 _ZERO_B_VECTOR_CODECS = frozenset({"mpeg4"})
 
-MOTION_POLICIES = ("auto", "mv", "frame_diff")
+MOTION_POLICIES = ("auto", "mv", "frame_diff", "flow")
 
 _SideDataContainer = av_sidedata.SideDataContainer
 _MotionVectors = av_motionvectors.MotionVectors
@@ -218,6 +221,8 @@ class _Window:
   vector_bytes: bytearray = dataclasses.field(default_factory=bytearray)  # back to back
   vector_counts: list[int] = dataclasses.field(default_factory=list)  # per window frame
   luma_diff: list[np.ndarray | None] = dataclasses.field(default_factory=list)
+  luma_at: frozenset[int] = frozenset()  # frames whose luma plane to keep (optical flow)
+  luma: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)  # uint8 [H, W] copies
   packet_pts: list[int | None] = dataclasses.field(default_factory=list)  # in decoding order
   pts_index: dict[int, int] = dataclasses.field(default_factory=dict)  # frame pts -> index
   index_offset: int = 0  # frame index - clock index (0 unless counting from the first frame)
@@ -275,6 +280,18 @@ def _luma(frame: av.VideoFrame) -> np.ndarray:
   return rows.reshape(frame.height, plane.line_size)[:, : frame.width]
 
 
+# Pixel formats whose first plane is the 8-bit luma (`_luma` reads it in place).
+_LUMA8_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
+                            "yuv411p", "yuv410p", "yuv440p", "yuvj440p", "nv12", "nv21", "gray"})
+
+
+def _luma_copy(frame: av.VideoFrame) -> np.ndarray:
+  """uint8 [H, W]: a copy of the frame's luma (converted for other formats, e.g. 10-bit)."""
+  if frame.format.name in _LUMA8_FORMATS:
+    return _luma(frame).copy()
+  return frame.to_ndarray(format="gray")
+
+
 def _decode_pass(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
@@ -287,7 +304,8 @@ def _decode_pass(
   `win`.
 
   Collects the RGB of the `sampled` frames and, for every frame of the window, its motion vectors
-  or its per-cell luma difference to the previous frame, as `win.motion_source` asks.
+  or its per-cell luma difference to the previous frame, as `win.motion_source` asks, and a copy
+  of the luma plane of each frame in `win.luma_at` (optical flow; these may precede the window).
   RGB conversion reuses one converter for the pass (`frame.to_ndarray(format=...)` builds a new
   one per frame): the same pixels, ~8% less CPU per clip.
   """
@@ -298,6 +316,7 @@ def _decode_pass(
   want_vectors = win.motion_source == clip_lib.MOTION_FROM_VECTORS
   want_luma = win.motion_source == clip_lib.MOTION_FROM_FRAME_DIFF
   seek_to = max(win.start - 1 if want_luma else win.start, 0)  # luma needs the frame before
+  seek_to = max(min(seek_to, min(win.luma_at, default=seek_to)), 0)
   seeked = allow_seek and seek_to > 0 and clock.usable
   if seeked:
     container.seek(clock.pts(seek_to), stream=stream, backward=True, any_frame=False)
@@ -318,6 +337,8 @@ def _decode_pass(
       if frame.pts is not None:
         win.pts_index[frame.pts] = index
       win.last_seen = index
+      if index in win.luma_at:
+        win.luma[index] = _luma_copy(frame)
       if index >= win.start:
         if want_vectors:
           win.vector_counts.append(_read_vectors(frame, win.vector_bytes))
@@ -340,7 +361,8 @@ def _decode_pass(
 
 
 def _decode(source: Source, name: str, *, window_start: int, sampled: Sequence[int],
-            policy: str | None, allow_seek: bool = True, last: int | None = None) -> _Window:
+            policy: str | None, allow_seek: bool = True, last: int | None = None,
+            luma_at: frozenset[int] = frozenset()) -> _Window:
   """Opens the input and decodes one window.
 
   Args:
@@ -348,9 +370,11 @@ def _decode(source: Source, name: str, *, window_start: int, sampled: Sequence[i
     name: for errors.
     window_start: first frame whose motion is needed.
     sampled: the frames to convert to RGB.
-    policy: None (no motion), "mv", "frame_diff" or "auto" (vectors if the codec has them).
+    policy: None (no motion), "mv", "frame_diff", "flow" or "auto" (vectors if the codec has
+      them).
     allow_seek: False decodes from the first frame (the fallback when a seek misses).
     last: the last frame to decode (default: the last sampled one).
+    luma_at: frames whose luma planes to keep (`_Window.luma`), for optical flow.
   """
   with _open_video(source, name) as (container, stream, codec):
     if policy == "auto":
@@ -361,13 +385,13 @@ def _decode(source: Source, name: str, *, window_start: int, sampled: Sequence[i
         raise VideoDecodeError(name, f"codec {codec!r} exports no motion vectors")
       stream.codec_context.options = {"flags2": "+export_mvs"}
     win = _Window(start=window_start, motion_source=policy, codec=codec,
-                  clock=_Clock.of(stream))
+                  clock=_Clock.of(stream), luma_at=luma_at)
     try:
       return _decode_pass(container, stream, win, sampled, allow_seek, last)
     except _SeekOvershot:
       pass
   return _decode(source, name, window_start=window_start, sampled=sampled, policy=policy,
-                 allow_seek=False, last=last)
+                 allow_seek=False, last=last, luma_at=luma_at)
 
 
 def _check_indices(frame_indices: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -492,13 +516,16 @@ def _window_motion(win: _Window, sampled: np.ndarray, first_gap: int, compensate
       own = np.zeros((flow_frames.size, ids.size), np.float32)
       own[np.flatnonzero(frame_valid), column[frame_valid]] = 1.0
       weights = np.concatenate([weights, own])
-    flow = motion_lib.vectors_to_flow(vectors, weights, win.height, win.width,
-                                      past_distance=past, future_distance=future)
+    result = motion_lib.vectors_to_flow(vectors, weights, win.height, win.width,
+                                        past_distance=past, future_distance=future,
+                                        with_coverage=compensate_camera)
+    flow, coverage = result if compensate_camera else (result, None)
     frame_flow = None
     if flow_frames is not None:
       flow, frame_flow = flow[:sampled.size], flow[sampled.size:]
-    return (flow, motion_lib.magnitude(flow, compensate_camera), has_vectors, frame_flow,
-            frame_valid)
+      coverage = None if coverage is None else coverage[:sampled.size]
+    return (flow, motion_lib.magnitude(flow, compensate_camera, coverage), has_vectors,
+            frame_flow, frame_valid)
   valid = np.array([d is not None for d in win.luma_diff], bool) & (ids <= sampled[-1])
   weights, _ = motion_lib.interval_weights(ids, sampled, valid, first_gap=first_gap)
   zero = np.zeros((gh, gw), np.float32)
@@ -506,6 +533,62 @@ def _window_motion(win: _Window, sampled: np.ndarray, first_gap: int, compensate
       np.zeros((0, gh, gw), np.float32))
   magnitude = motion_lib.accumulate(per_frame, weights)
   return None, magnitude, np.zeros(sampled.size, bool), None, None
+
+
+def _flow_luma_frames(indices: np.ndarray, first_gap: int,
+                      flow_frames: np.ndarray | None) -> frozenset[int]:
+  """The frames whose luma `_flow_motion` reads: the sampled ones, the frame before the first
+  interval, and each of `flow_frames` with its previous frame."""
+  frames = {max(int(indices[0]) - first_gap, 0), *(int(i) for i in indices)}
+  if flow_frames is not None:
+    frames.update(int(k) for k in flow_frames)
+    frames.update(int(k) - 1 for k in flow_frames if k > 0)
+  return frozenset(frames)
+
+
+def _flow_motion(win: _Window, sampled: np.ndarray, first_gap: int, compensate_camera: bool,
+                 flow_frames: np.ndarray | None, preset: str):
+  """`_window_motion` for optical flow: the same five results, from `win.luma`.
+
+  Sampled frame i_t's flow is the optical flow from the previous sampled frame (for t = 0: frame
+  max(i_0 - first_gap, 0)) to i_t, divided by the gap: the mean per-frame motion over
+  (i_{t-1}, i_t], as the vectors' accumulation; has_vectors True. A repeated index takes the
+  motion of its first occurrence. A clip starting at frame 0 has no earlier frame: its leading
+  slots take the first computed slot's flow (the fill rule of `motion.py`), has_vectors False;
+  zero if none was computed. `flow_frames` get each frame's own flow from its previous frame
+  (valid where both were decoded). Each pair of frames is computed once.
+  """
+  gh, gw = motion_lib.grid_shape(win.height, win.width)
+  cache: dict[tuple[int, int], np.ndarray] = {}
+
+  def pair(earlier: int, current: int) -> np.ndarray:
+    if (earlier, current) not in cache:
+      cache[earlier, current] = optical_flow.grid_flow(
+          win.luma[earlier], win.luma[current], current - earlier, preset=preset)
+    return cache[earlier, current]
+
+  num = sampled.size
+  flow = np.zeros((num, gh, gw, 2), np.float32)
+  has_flow = np.zeros(num, bool)
+  earlier = np.concatenate([[max(int(sampled[0]) - first_gap, 0)], sampled[:-1]])
+  for t, (e, i) in enumerate(zip(earlier.tolist(), sampled.tolist())):
+    if e < i:
+      flow[t], has_flow[t] = pair(e, i), True
+    elif t:  # a repeated frame
+      flow[t], has_flow[t] = flow[t - 1], has_flow[t - 1]
+  computed = np.flatnonzero(has_flow)
+  if computed.size and computed[0] > 0:
+    flow[:computed[0]] = flow[computed[0]]
+  frame_flow = frame_valid = None
+  if flow_frames is not None:
+    frame_flow = np.zeros((flow_frames.size, gh, gw, 2), np.float32)
+    frame_valid = np.array([k > 0 and k in win.luma and k - 1 in win.luma
+                            for k in flow_frames.tolist()], bool)
+    for row in np.flatnonzero(frame_valid):
+      k = int(flow_frames[row])
+      frame_flow[row] = pair(k - 1, k)
+  return (flow, motion_lib.magnitude(flow, compensate_camera), has_flow, frame_flow,
+          frame_valid)
 
 
 def decode_clip(
@@ -518,6 +601,7 @@ def decode_clip(
     name: str | None = None,
     extra_indices: Sequence[int] | np.ndarray | None = None,
     flow_indices: Sequence[int] | np.ndarray | None = None,
+    flow_preset: str = optical_flow.DEFAULT_PRESET,
 ) -> clip_lib.Clip:
   """Decodes the sampled frames of a video and the motion at each of them.
 
@@ -526,18 +610,21 @@ def decode_clip(
     frame_indices: sorted 0-based display-order indices (repeats allowed).
     motion: "mv" = codec motion vectors (VideoDecodeError if the codec has none); "frame_diff" =
       mean absolute luma difference; "auto" = vectors if the codec exports them and the decoded
-      window contained any (else frame differences, decoding the window again).
-    compensate_camera: subtract each frame's dominant motion before the magnitude (vectors
-      only; frame differences carry no direction to compensate).
+      window contained any (else frame differences, decoding the window again); "flow" = dense
+      optical flow between consecutive sampled frames (`_flow_motion`; any codec, needs OpenCV).
+    compensate_camera: subtract each frame's camera motion (a robust affine fit,
+      `motion.fit_camera_motion`) before the magnitude (vectors and optical flow; frame
+      differences carry no direction to compensate).
     pad_short: indices past the end repeat the last frame with zero motion (has_vectors False)
       instead of raising.
     name: label for errors and `Clip.name` (default: the path).
     extra_indices: further frames (>= the first sampled frame, any order) to convert to RGB:
       `Clip.extra_frames`.
       Past the end (with pad_short) they repeat the last frame.
-    flow_indices: frames (>= the first sampled frame) whose own codec flow `Clip.frame_flow`
-      holds (vectors only; with frame differences it stays None). Decoding runs on to the last
-      of all the frames asked for.
+    flow_indices: frames (>= the first sampled frame) whose own flow `Clip.frame_flow` holds
+      (codec vectors or optical flow from the previous frame; with frame differences it stays
+      None). Decoding runs on to the last of all the frames asked for.
+    flow_preset: the OpenCV DIS preset for motion="flow" (`optical_flow.PRESETS`).
 
   Returns:
     A checked `clip.Clip`.
@@ -548,12 +635,18 @@ def decode_clip(
   """
   if motion not in MOTION_POLICIES:
     raise ValueError(f"motion must be one of {MOTION_POLICIES}, got {motion!r}")
+  if flow_preset not in optical_flow.PRESETS:
+    raise ValueError(f"flow_preset must be one of {sorted(optical_flow.PRESETS)}, got "
+                     f"{flow_preset!r}")
+  if motion == clip_lib.MOTION_FROM_FLOW:
+    optical_flow.require_opencv()  # a missing package is not a broken video: raised unwrapped
   name = _name_of(source, name)
   indices = _check_indices(frame_indices)
   extra = _check_extra(extra_indices, "extra_indices", int(indices[0]))
   flow_at = _check_extra(flow_indices, "flow_indices", int(indices[0]))
   with _reading(name):
-    return _clip(source, name, indices, motion, compensate_camera, pad_short, extra, flow_at)
+    return _clip(source, name, indices, motion, compensate_camera, pad_short, extra, flow_at,
+                 flow_preset)
 
 
 def _check_extra(indices, field: str, minimum: int) -> np.ndarray | None:
@@ -567,13 +660,17 @@ def _check_extra(indices, field: str, minimum: int) -> np.ndarray | None:
 
 def _clip(source: Source, name: str, indices: np.ndarray, motion: str, compensate_camera: bool,
           pad_short: bool, extra: np.ndarray | None = None,
-          flow_at: np.ndarray | None = None) -> clip_lib.Clip:
+          flow_at: np.ndarray | None = None,
+          flow_preset: str = optical_flow.DEFAULT_PRESET) -> clip_lib.Clip:
   """`decode_clip` after its arguments were checked."""
   first_gap = max(int(indices[1] - indices[0]), 1) if indices.size > 1 else 1
   window_start = max(int(indices[0]) - first_gap + 1, 0)
   rgb = indices if extra is None else np.union1d(indices, extra)
   last = int(max(rgb.max(), -1 if flow_at is None or not flow_at.size else flow_at.max()))
-  win = _decode(source, name, window_start=window_start, sampled=rgb, policy=motion, last=last)
+  luma_at = (_flow_luma_frames(indices, first_gap, flow_at)
+             if motion == clip_lib.MOTION_FROM_FLOW else frozenset())
+  win = _decode(source, name, window_start=window_start, sampled=rgb, policy=motion, last=last,
+                luma_at=luma_at)
   if (motion == "auto" and win.motion_source == clip_lib.MOTION_FROM_VECTORS
       and not any(win.vector_counts[:int(indices[-1]) - window_start + 1])):
     win = _decode(source, name, window_start=window_start, sampled=rgb,
@@ -585,15 +682,20 @@ def _clip(source: Source, name: str, indices: np.ndarray, motion: str, compensat
   gh, gw = motion_lib.grid_shape(frames.shape[1], frames.shape[2])
   num = indices.size
   magnitude = np.zeros((num, gh, gw), np.float32)
-  flow = (np.zeros((num, gh, gw, 2), np.float32)
-          if win.motion_source == clip_lib.MOTION_FROM_VECTORS else None)
+  flow = (np.zeros((num, gh, gw, 2), np.float32) if win.motion_source in (
+      clip_lib.MOTION_FROM_VECTORS, clip_lib.MOTION_FROM_FLOW) else None)
   has_vectors = np.zeros(num, bool)
   with_flow = flow is not None and flow_at is not None
   frame_flow = np.zeros((flow_at.size, gh, gw, 2), np.float32) if with_flow else None
   frame_valid = np.zeros(flow_at.size, bool) if with_flow else None
   if num_ok:
-    ok_flow, ok_magnitude, ok_has, ok_frame_flow, ok_valid = _window_motion(
-        win, indices[:num_ok], first_gap, compensate_camera, flow_at if with_flow else None)
+    if win.motion_source == clip_lib.MOTION_FROM_FLOW:
+      motion_of = _flow_motion(win, indices[:num_ok], first_gap, compensate_camera,
+                               flow_at if with_flow else None, flow_preset)
+    else:
+      motion_of = _window_motion(win, indices[:num_ok], first_gap, compensate_camera,
+                                 flow_at if with_flow else None)
+    ok_flow, ok_magnitude, ok_has, ok_frame_flow, ok_valid = motion_of
     magnitude[:num_ok] = ok_magnitude
     has_vectors[:num_ok] = ok_has
     if flow is not None:

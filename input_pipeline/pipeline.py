@@ -57,12 +57,15 @@ class ClipSpec:
   rand_augment_magnitude: int = 7
   erase_prob: float = 0.0
   train: bool = True
-  motion: str = "auto"  # mv | frame_diff | auto
+  motion: str = "auto"  # decode.MOTION_POLICIES
   compensate_camera: bool = False
+  flow_preset: str = "medium"  # motion="flow": OpenCV DIS preset (optical_flow.PRESETS)
   repeats: int = 1
   mask_strategy: str | None = "mgm"  # None: no mask and no motion (finetuning)
   mask_ratio: float = 0.75
   mask_jitter: float = 1.0
+  mask_pool: str = "top1"  # MGM's centre per slot (masking.POOLS)
+  mask_smooth: int = 0  # MGM: temporal smoothing of the slot maps, in slots
   tubelet: int = 2
   patch: int = 16
   # What the motion-aware reconstruction targets need (mgm_jax/targets.py), decoded only when
@@ -141,7 +144,8 @@ class LoadClip(grain.transforms.RandomMap):
                if spec.trajectory_points else None)
     clip = decode.decode_clip(source, indices, motion=spec.motion, name=name,
                               compensate_camera=spec.compensate_camera, pad_short=True,
-                              extra_indices=extra, flow_indices=flow_at)
+                              extra_indices=extra, flow_indices=flow_at,
+                              flow_preset=spec.flow_preset)
     if (spec.motion == "auto" and clip.motion_source != "mv" and not self._warned_fallback):
       self._warned_fallback = True  # once per process (worker): the data set needs preparing
       _log.warning("%s has no codec motion vectors: using luma frame differences (logged once; "
@@ -191,7 +195,8 @@ class LoadClip(grain.transforms.RandomMap):
       if spec.mask_strategy is not None:
         slots = motion_lib.to_token_slots(view.magnitude, spec.tubelet)
         masks.append(masking.make_mask(spec.mask_strategy, spec.token_grid, spec.mask_ratio,
-                                       rng, motion=slots, jitter=spec.mask_jitter))
+                                       rng, motion=slots, jitter=spec.mask_jitter,
+                                       pool=spec.mask_pool, smooth=spec.mask_smooth))
       video = view.frames
       if spec.train and spec.rand_augment_ops:
         video = augment.rand_augment(video, rng, num_ops=spec.rand_augment_ops,

@@ -10,7 +10,7 @@ motion grid is resampled so that it stays aligned with the output frames:
   under the centre of that block (nearest neighbour), mapped back through the crop box.
 * Flow is a displacement in pixels, so it is scaled with the image: dx by S_w / crop_w and dy by
   S_h / crop_h. A horizontal flip negates dx.
-* Magnitude from motion vectors ("mv") is scaled by ONE factor per transform, the geometric mean
+* Magnitude from motion vectors ("mv") or optical flow ("flow") is scaled by ONE factor per transform, the geometric mean
   sqrt(sx * sy) of the two axis scales. It cannot be recomputed from the scaled flow, because the
   magnitude may be camera-compensated (|flow - camera motion|, not |flow|). The single factor is
   exact for isotropic resizes (every centre crop, and multi-scale crops with w == h) and keeps the
@@ -153,7 +153,7 @@ def crop_resize(clip: Clip, box: tuple[float, float, float, float],
   cols = _source_cells(left, crop_w, out_w, grid_w)[None, :]
   sy, sx = out_h / crop_h, out_w / crop_w
   magnitude = clip.magnitude[:, rows, cols]
-  if clip.motion_source == clip_lib.MOTION_FROM_VECTORS:
+  if clip.magnitude_is_displacement:
     magnitude = magnitude * np.float32(np.sqrt(sx * sy))
   scale = np.array([sx, sy], np.float32)
   flow = None

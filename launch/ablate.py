@@ -22,7 +22,8 @@ plot), rewritten after every variant. Rerun the same command to resume: finished
 rerun. On a pod or under SLURM start the same command on every process, as launch/main.py
 (flags in launch/distributed_flags.py); process 0 writes the files.
 
-Exit status: 0 when every variant finished; 1 when any failed (each failure is in its
+Exit status: 0 when every variant finished, or when a stage was stopped by SIGTERM / preemption
+(saved; the sweep stops there and the same command resumes it); 1 when any variant failed (each failure is in its
 <variant>/failed.json and the table; the other variants still ran) or on a bad sweep/config, which
 stops before anything runs with one line naming the axis, field or variant.
 """
@@ -84,6 +85,7 @@ def _run() -> int:
   finetune_base = schema.load(_FINETUNE.value) if _FINETUNE.value else None
   variants = ablation.make_variants(config, axes, seeds)
   if _DRY_RUN.value:
+    ablation.check_evaluations(_EVAL.value, finetune_base)
     ablation.check(variants, finetune_base if "finetune" in _EVAL.value else None)
     for v in variants:
       print(v.name)
@@ -120,6 +122,9 @@ def main(argv):
     if jax.process_index() != 0:
       logging.set_verbosity(logging.WARNING)
     code = _run()
+  except ablation.StoppedEarly as e:  # SIGTERM / preemption: saved; the same command resumes
+    print(f"stopped early: {e}", file=sys.stderr)
+    code = 0
   except (ablation.SweepError, validate.ConfigError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     code = 1

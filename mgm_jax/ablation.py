@@ -17,11 +17,19 @@ the axes' values, times the seeds. Per variant, under <root>/<variant name>/:
   failed.json      the error, if a stage of this variant failed (the sweep goes on)
 
 Each stage is skipped when its JSON exists and resumes from its checkpoint otherwise, so a
-stopped sweep continues where it stopped and a finished variant is never rerun. The sweep's
+stopped sweep continues where it stopped and a finished variant is never rerun. A stage's run
+stopped by SIGTERM / preemption (saved, before its schedule's end) writes no JSON and stops the
+sweep (`StoppedEarly`). variant.json also holds the variant's configs and probe options: a rerun
+whose configs differ in a field that defines the run stops at once (`check_unchanged`) instead of
+mixing old results into the table, and a pretraining that runs again (its JSON removed) first
+removes the probe results and sets the finetuning run aside as stale. The sweep's
 table (<root>/results.md and results.json) and plot (results.png) are rewritten from every
 variant's files after each variant. On several processes (a pod, SLURM), every process runs the
 same sweep in the same order (training and feature extraction are collective); process 0
 writes the files and decides what is finished, and the others follow its decision.
+
+Generated data (data.source=synthetic without data.root) are made once per sweep under
+<root>/data/, one folder per data setting, and shared by the variants.
 
 Seeds: a variant's `config.seed` drives its init, data order, crops and masks; several seeds per
 variant (`seeds=`) give a mean and spread per row. Without `seeds` every variant takes the base
@@ -31,10 +39,12 @@ config's seed, so variants differ only by the swept values.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
 import os
+import shutil
 import time
 import traceback
 from typing import Any, Callable, Sequence
@@ -57,6 +67,11 @@ EVALUATIONS = ("probe", "finetune")
 
 class SweepError(ValueError):
   """A sweep that cannot run as given (the message names the axis or the variant)."""
+
+
+class StoppedEarly(RuntimeError):
+  """A stage's run stopped before its schedule's end (SIGTERM, preemption) with a checkpoint:
+  the sweep stops too, and the same command resumes it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,21 +215,61 @@ def _agreed(flag: bool) -> bool:
   return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
-def _stage(path: str, fn: Callable[[], dict]) -> dict:
-  """Runs `fn` unless `path` exists (process 0 decides); process 0 writes its result there."""
+def _any_process(flag: bool) -> bool:
+  """True on every process if `flag` is True on any."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
+
+
+class _FailedElsewhere(RuntimeError):
+  pass
+
+
+def _stage(path: str, fn: Callable[[], dict], *, before_run: Callable[[], None] | None = None
+           ) -> dict | None:
+  """Runs `fn` unless `path` exists (process 0 decides); process 0 writes its result there.
+
+  Returns None when the stage was skipped (finished before), else its result. A failure on any
+  process (e.g. the probe, which only process 0 computes) is raised on every process, so they
+  all leave the stage together instead of waiting for each other.
+  """
   if _agreed(os.path.exists(path)):
-    return _read_json(path) if jax.process_index() == 0 else {}
+    return None
+  if before_run is not None and jax.process_index() == 0:
+    before_run()
   tic = time.perf_counter()
-  result = dict(fn(), seconds=round(time.perf_counter() - tic, 1))
+  error = None
+  try:
+    result = dict(fn(), seconds=round(time.perf_counter() - tic, 1))
+  except StoppedEarly:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    error = e
+  if _any_process(error is not None):
+    raise error if error is not None else _FailedElsewhere("failed on another process")
   if jax.process_index() == 0:
     _write_json(path, result)
   multihost_utils.sync_global_devices(f"ablation stage {path}")
   return result
 
 
-def _pretrain(variant: Variant, run_dir: str) -> dict:
-  last = train.train(variant.config, run_dir)
+def _result(path: str, ran: dict | None) -> dict:
+  """A stage's result: what it returned, or (skipped) what it wrote (process 0)."""
+  if ran is not None:
+    return ran
+  return _read_json(path) if jax.process_index() == 0 else {}
+
+
+def _finished(last: dict, stage: str, run_dir: str) -> dict:
+  if last.get("run_step", 0) < last.get("run_total_steps", 0):
+    raise StoppedEarly(f"{stage} of {run_dir} stopped at step {last['run_step']} of "
+                       f"{last['run_total_steps']} (saved): rerun the same command to resume")
   return {k: v for k, v in last.items() if isinstance(v, (int, float))}
+
+
+def _pretrain(variant: Variant, run_dir: str) -> dict:
+  return _finished(train.train(variant.config, run_dir), "pretraining", run_dir)
 
 
 def _probe(run_dir: str, out_dir: str, *, train_split: str, test_split: str,
@@ -244,10 +299,9 @@ def _probe(run_dir: str, out_dir: str, *, train_split: str, test_split: str,
 
 
 def _finetune(config, run_dir: str) -> dict:
-  last = train.train(config, run_dir)
+  out = _finished(train.train(config, run_dir), "finetuning", run_dir)
   metrics = os.path.join(workdir_lib.run_dirs(run_dir)[1], "eval",
-                         f"{config.eval.split}-step{config.total_steps}", "metrics.json")
-  out = {k: v for k, v in last.items() if isinstance(v, (int, float))}
+                         f"{config.eval.split}-step{out['run_step']}", "metrics.json")
   if "test_top1" not in out and os.path.exists(metrics):  # tested before a restart
     m = _read_json(metrics)
     out.update(test_top1=m.get("top1"), test_top5=m.get("top5"))
@@ -261,31 +315,32 @@ def run_variant(variant: Variant, root: str, *, evaluations: Sequence[str] = ("p
   if jax.process_index() == 0:
     os.makedirs(vdir, exist_ok=True)
     _write_json(os.path.join(vdir, "variant.json"),
-                {"name": variant.name, "values": variant.values, "seed": variant.seed})
+                _variant_record(variant, finetune_base, evaluations, probe_options))
   row: dict[str, Any] = {"variant": variant.name, **variant.values, "seed": variant.seed}
   failed = os.path.join(vdir, "failed.json")
   stage = "pretrain"
   try:
-    pre = _stage(os.path.join(vdir, "pretrain.json"),
-                 lambda: _pretrain(variant, os.path.join(vdir, "pretrain")))
+    path = os.path.join(vdir, "pretrain.json")
+    pre = _result(path, _stage(path, lambda: _pretrain(variant, os.path.join(vdir, "pretrain")),
+                               before_run=lambda: _set_aside_downstream(vdir)))
     row["pretrain_loss"] = pre.get("loss")
     row["pretrain_seconds"] = pre.get("seconds")
     if "probe" in evaluations:
       stage = "probe"
       opts = dict(probe_options or {})
-      res = _stage(os.path.join(vdir, "probe.json"),
-                   lambda: _probe(os.path.join(vdir, "pretrain"), os.path.join(vdir, "features"),
-                                  **opts))
+      path = os.path.join(vdir, "probe.json")
+      res = _result(path, _stage(path, lambda: _probe(
+          os.path.join(vdir, "pretrain"), os.path.join(vdir, "features"), **opts)))
       row.update({k: res.get(k) for k in ("knn_top1", "linear_top1")})
     if "finetune" in evaluations:
       stage = "finetune"
       ft = finetune_config(finetune_base, variant, os.path.join(vdir, "pretrain"))
-      res = _stage(os.path.join(vdir, "finetune.json"),
-                   lambda: _finetune(ft, os.path.join(vdir, "finetune")))
+      path = os.path.join(vdir, "finetune.json")
+      res = _result(path, _stage(path, lambda: _finetune(ft, os.path.join(vdir, "finetune"))))
       row["finetune_top1"] = res.get("test_top1")
     if jax.process_index() == 0 and os.path.exists(failed):
       os.remove(failed)  # an earlier attempt failed; this one finished
-  except (KeyboardInterrupt, SystemExit):
+  except (KeyboardInterrupt, SystemExit, StoppedEarly):
     raise
   except Exception as e:  # pylint: disable=broad-except
     # One broken variant (diverged, a data error, ...) must not stop the sweep: recorded, the
@@ -296,6 +351,64 @@ def run_variant(variant: Variant, root: str, *, evaluations: Sequence[str] = ("p
                            "traceback": traceback.format_exc()})
     row["failed"] = f"{stage}: {type(e).__name__}: {e}"
   return row
+
+
+def _variant_record(variant: Variant, finetune_base, evaluations, probe_options) -> dict:
+  """variant.json: what defines the variant's results (checked when the sweep is rerun)."""
+  record = {"name": variant.name, "values": variant.values, "seed": variant.seed,
+            "config": variant.config.to_dict()}
+  if "probe" in evaluations:
+    record["probe_options"] = dict(probe_options or {})
+  if "finetune" in evaluations:
+    record["finetune_config"] = finetune_config(finetune_base, variant, "<pretrain>").to_dict()
+  return record
+
+
+def _record_differences(saved: dict, now: dict) -> list[str]:
+  """What changed since a variant's record was written (run-defining fields only)."""
+  diffs = [f"config.{d}" for d in workdir_lib.config_differences(
+      ml_collections.ConfigDict(saved["config"]), ml_collections.ConfigDict(now["config"]))]
+  for key in ("probe_options", "finetune_config"):
+    if key in saved and key in now:
+      if key == "finetune_config":
+        diffs += [f"finetune config.{d}" for d in workdir_lib.config_differences(
+            ml_collections.ConfigDict(saved[key]), ml_collections.ConfigDict(now[key]))]
+      elif saved[key] != now[key]:
+        diffs.append(f"{key}: {saved[key]} -> {now[key]}")
+  return diffs
+
+
+def check_unchanged(variants: Sequence[Variant], root: str, finetune_base, evaluations,
+                    probe_options) -> None:
+  """A rerun in the same workdir must mean the same variants: stored results are reused only
+  for the configs that made them (else SweepError naming the variant and the fields)."""
+  for v in variants:
+    path = os.path.join(root, v.name, "variant.json")
+    if not os.path.exists(path):
+      continue
+    saved = _read_json(path)
+    if "config" not in saved:
+      continue
+    diffs = _record_differences(
+        saved, _variant_record(v, finetune_base, evaluations, probe_options))
+    if diffs:
+      raise SweepError(
+          f"variant {v.name} in {root} was run with another config ({'; '.join(diffs[:4])}"
+          f"{'; ...' if len(diffs) > 4 else ''}): use another --workdir, or remove "
+          f"{os.path.join(root, v.name)} to rerun it")
+
+
+def _set_aside_downstream(vdir: str) -> None:
+  """Before a variant's pretraining (re)runs: results of earlier weights are stale. The
+  features and probe are removed (cheap to redo); a finetuning run is renamed, not deleted."""
+  for name in ("probe.json", "finetune.json"):
+    if os.path.exists(os.path.join(vdir, name)):
+      os.remove(os.path.join(vdir, name))
+  if os.path.isdir(os.path.join(vdir, "features")):
+    shutil.rmtree(os.path.join(vdir, "features"))
+  if os.path.isdir(os.path.join(vdir, "finetune")):
+    os.replace(os.path.join(vdir, "finetune"),
+               os.path.join(vdir, f"finetune.stale-{time.strftime('%Y%m%d-%H%M%S')}"))
 
 
 # The table's metric columns: (key, heading). Top-1 values are fractions in [0, 1].
@@ -396,30 +509,39 @@ def write_results(root: str, rows: Sequence[dict], axes: Sequence[Axis], meta: d
   return table
 
 
-def _shared_synthetic(config, root: str):
-  """Generated data (data.source=synthetic without a root) made once for the whole sweep (by
-  the first variant, from its seed) instead of once per variant workdir: every variant sees the
-  same videos."""
+def _shared_synthetic(config, root: str, part: str) -> None:
+  """Generated data (data.source=synthetic without a root) made once per sweep and data setting
+  (by the first variant that needs it, from its seed), not once per variant workdir: variants
+  that differ in anything but the generated data's fields see the same videos."""
   if config is None or config.data.source != "synthetic" or config.data.root:
-    return config
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.data.root = root
-  return config
+    return
+  key = json.dumps({"n": config.data.num_synthetic_videos, "held_out": config.eval.num_videos,
+                    "synthetic": config.data.synthetic.to_dict()}, sort_keys=True)
+  config.data.root = os.path.join(
+      root, "data", f"{part}-{hashlib.sha1(key.encode()).hexdigest()[:10]}")
+
+
+def check_evaluations(evaluations: Sequence[str], finetune_base) -> None:
+  unknown = [e for e in evaluations if e not in EVALUATIONS]
+  if unknown:
+    raise SweepError(f"--eval {unknown}: choose from {EVALUATIONS}")
+  if "finetune" in evaluations and finetune_base is None:
+    raise SweepError("--eval=finetune needs --finetune_config")
 
 
 def run_sweep(base, root: str, axes: Sequence[Axis], *, seeds: Sequence[int] | None = None,
               evaluations: Sequence[str] = ("probe",), finetune_base=None,
               probe_options: dict | None = None, meta: dict | None = None) -> list[dict]:
   """Runs every variant (skipping what is finished) and writes the table after each."""
-  unknown = [e for e in evaluations if e not in EVALUATIONS]
-  if unknown:
-    raise SweepError(f"--eval {unknown}: choose from {EVALUATIONS}")
-  if "finetune" in evaluations and finetune_base is None:
-    raise SweepError("--eval=finetune needs --finetune_config")
-  base, finetune_base = (_shared_synthetic(c, os.path.join(root, "data", part))
-                         for c, part in ((base, "pretrain"), (finetune_base, "finetune")))
+  check_evaluations(evaluations, finetune_base)
   variants = make_variants(base, axes, seeds)
+  for v in variants:
+    _shared_synthetic(v.config, root, "pretrain")
+  if finetune_base is not None:
+    finetune_base = ml_collections.ConfigDict(finetune_base.to_dict())
+    _shared_synthetic(finetune_base, root, "finetune")
   check(variants, finetune_base if "finetune" in evaluations else None)
+  check_unchanged(variants, root, finetune_base, evaluations, probe_options)
   names = [v.name for v in variants]
   if len(set(names)) != len(names):
     raise SweepError(f"two variants share a name: {names}")

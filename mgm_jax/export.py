@@ -158,6 +158,24 @@ def as_numpy(value) -> np.ndarray:
   return np.asarray(value, np.float32)
 
 
+def _joint_only(model_cfg: model_lib.ModelConfig) -> None:
+  """Raises ValueError for a divided-attention model (no PyTorch layout holds it)."""
+  if model_cfg.attention != 'joint':
+    raise ValueError(_JAX_ONLY.format(model_cfg.attention))
+
+
+def _joint_only_params(params: Mapping[str, Any]) -> None:
+  """`_joint_only` for params: divided attention's blocks hold `temporal_attn`."""
+  blocks = params.get('encoder', {}).get('blocks', {})
+  if any('temporal_attn' in block for block in blocks.values()):
+    raise ValueError(_JAX_ONLY.format('divided'))
+
+
+_JAX_ONLY = ("model.attention={!r} is JAX-only: official VideoMAE and HF VideoMAE have no "
+             "temporal attention modules, and TimeSformer's layouts (2-D patches, a cls token) "
+             "do not fit the tubelet model; export or import a model.attention='joint' model")
+
+
 def is_classifier(params: Mapping[str, Any]) -> bool:
   """Whether `params` (our pure-dict layout) are the classifier's (a top-level `head`)."""
   return 'head' in params
@@ -237,6 +255,7 @@ def _official_shapes(abstract: Params, classifier: bool) -> dict[str, tuple[int,
 
 def official_shapes(model_cfg: model_lib.ModelConfig) -> dict[str, tuple[int, ...]]:
   """Every official state-dict name of `model_cfg`'s model with its PyTorch shape."""
+  _joint_only(model_cfg)
   return _official_shapes(abstract_params(model_cfg), model_cfg.num_classes > 0)
 
 
@@ -254,6 +273,7 @@ def to_videomae_state_dict(params: Params) -> StateDict:
   Autoencoder params give `modeling_pretrain.py`'s names, classifier params (a top-level
   `head`) `modeling_finetune.py`'s.
   """
+  _joint_only_params(params)
   classifier = is_classifier(params)
   sd = {}
   for path, value in jax.tree_util.tree_flatten_with_path(params)[0]:
@@ -283,6 +303,7 @@ def from_videomae_state_dict(sd: Mapping[str, Any], model_cfg: model_lib.ModelCo
 
   The pretraining layout for an autoencoder config, the finetune layout for a classifier's.
   """
+  _joint_only(model_cfg)
   classifier = model_cfg.num_classes > 0
   return _from_official(sd, abstract_params(model_cfg), classifier, _what(classifier))
 
@@ -525,6 +546,7 @@ def hf_config(model_cfg: model_lib.ModelConfig, norm_pix: bool = True,
   `id2label` / `label2id` of `class_names` (default `class_<i>`); all but `fc_norm`'s eps,
   which HF also fixes at 1e-5. `norm_pix` (the pretraining target) is recorded either way.
   """
+  _joint_only(model_cfg)
   c = model_cfg
   classifier = c.num_classes > 0
   height, width = c.img_size
@@ -772,6 +794,8 @@ def backbone_params(sd: Mapping[str, Any], source_style: str,
   that differs (heads, frames and image size hold no parameters). Without it the source's own
   architecture is read.
   """
+  if model_cfg is not None:
+    _joint_only(model_cfg)
   fields = backbone_fields(sd, source_style)
   kept, dropped, head = _split_source(sd, source_style)
   what = f'{SOURCE_STYLES[source_style]} state dict'

@@ -29,6 +29,44 @@ Video is channels-last: [B, T, H, W, C], normalised with the ImageNet mean/std (
 turns uint8 frames into the model's input). Tokens are flattened in (t, h, w) order. Masks are
 bool, True = masked.
 
+Encoder attention (`ModelConfig.attention`, MGM Table 4a):
+
+  joint    (VideoMAE's) every encoder token attends to every other (visible) token.
+  divided  TimeSformer's divided space-time attention: each encoder block runs temporal
+           attention among the tokens at the same spatial position (row, col) across the
+           temporal slots, then spatial attention among the tokens of the same slot, then the MLP:
+
+             x = x + drop_path(temporal_fc(temporal_attn(temporal_norm(x))))   # same position
+             x = x + drop_path(attn(norm1(x)))                                 # same slot
+             x = x + drop_path(mlp(norm2(x)))
+
+           No cls token (VideoMAE has none) and the decoder stays joint. Init as TimeSformer:
+           `temporal_attn` like the block's other Linears, `temporal_fc` all zeros (TimeSformer
+           zeroes it in every block), so a fresh block is spatial-only and temporal mixing is
+           learned. Unlike TimeSformer, drop path drops the whole temporal branch (after
+           `temporal_fc`, whose bias it would otherwise keep).
+
+  Visible tokens (pretraining): token k sits at slot k // (h*w), position k % (h*w). On any
+  visible set, temporal attention attends among the VISIBLE tokens sharing the query's
+  position and spatial attention among the visible tokens sharing its slot. With `tube`
+  masks each visible position has all t slots; with `mgm` every slot has the same count but
+  positions differ from slot to slot; with `random` the counts per slot differ too. A token
+  alone at its position (the others masked) attends only to itself in the temporal step. This
+  is computed as attention over the whole visible sequence [B, N_vis] with a boolean mask per
+  step (`divided_attention_masks`), so each step costs as much as joint attention over N_vis
+  (twice the logits of a joint block, no saving; the gain of divided attention is not had
+  here). With every token present (`visible` None: finetuning, features, attention maps) the
+  steps are reshapes instead, [B*h*w, t] temporal and [B*t, h*w] spatial sequences, which is
+  the cheap TimeSformer form. attention_impl 'cudnn' is used unmasked only: with 'divided' it is
+  refused for the autoencoder (pretraining always masks), allowed for the classifier.
+
+  Divided parameters (JAX-only: official VideoMAE and HF have no such modules; `export`
+  refuses them):
+    encoder/blocks/i/temporal_norm/{scale,bias}
+    encoder/blocks/i/temporal_attn/{qkv/kernel, q_bias, v_bias, proj/{kernel,bias}}
+    encoder/blocks/i/temporal_fc/{kernel,bias}
+  beside the joint block's norm1, attn (the spatial attention), norm2, mlp.
+
 The model owns its input contract: `normalize`, `MEAN`/`STD`, `model_config_from` (a config's
 `model` fields -> ModelConfig) and `from_params` (a model holding saved weights); inference,
 reconstruction, export and the trainer all use these.
@@ -50,6 +88,7 @@ Array = jax.Array
 DTYPES = ('float32', 'bfloat16')
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 _ATTENTION_IMPLS = (None, 'xla', 'cudnn')
+ATTENTIONS = ('joint', 'divided')
 
 # ImageNet statistics: VideoMAE's input normalisation.
 MEAN = (0.485, 0.456, 0.406)
@@ -84,6 +123,8 @@ class ModelConfig:
     remat: rematerialise each block in the backward pass (`nnx.remat`).
     attention_impl: `implementation` of `jax.nn.dot_product_attention`: None (XLA today),
       'xla', or 'cudnn' (fused kernel on NVIDIA GPUs; needs dtype 'bfloat16').
+    attention: the encoder's attention, 'joint' (VideoMAE) or 'divided' (TimeSformer's divided
+      space-time attention; see the module docstring).
     num_classes: 0 = the pretraining autoencoder; > 0 = the classifier with that many classes
       (`make_model` builds the one the config describes; the decoder fields are then unused).
     head_init_scale: the classifier head's initial weights are trunc-normal(0.02) times this
@@ -116,6 +157,7 @@ class ModelConfig:
   dtype: str = 'float32'
   remat: bool = False
   attention_impl: str | None = None
+  attention: str = 'joint'
   num_classes: int = 0
   head_init_scale: float = 0.001
   head_dropout: float = 0.0
@@ -165,6 +207,14 @@ class ModelConfig:
     if self.attention_impl not in _ATTENTION_IMPLS:
       raise ValueError(f'attention_impl must be one of {_ATTENTION_IMPLS}, '
                        f'got {self.attention_impl!r}')
+    if self.attention not in ATTENTIONS:
+      raise ValueError(f'model.attention must be one of {ATTENTIONS}, got {self.attention!r}')
+    if self.attention == 'divided' and self.attention_impl == 'cudnn' and not self.num_classes:
+      raise ValueError(
+          "model.attention='divided' with attention_impl='cudnn': pretraining encodes the "
+          'visible tokens only, which divided attention restricts by masks, and the fused cuDNN '
+          "kernel is not used with masks here; use attention_impl '' or 'xla' (a classifier, "
+          'every token visible, may use cudnn)')
 
   @property
   def grid(self) -> tuple[int, int, int]:
@@ -375,16 +425,27 @@ class Attention(nnx.Module):
     self.v_bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
     self.proj = _linear(cfg, dim, dim, rngs, kernel_init=kernel_init)
 
-  def __call__(self, x: Array) -> Array:
+  def qkv_heads(self, x: Array) -> tuple[Array, Array, Array]:
+    """x [B, N, D] -> q, k, v, each [B, N, heads, D / heads] (biases added; k has none)."""
     b, n, d = x.shape
-    head_dim = d // self.num_heads
     qkv = self.qkv(x)
     bias = jnp.concatenate(
         [self.q_bias[...], jnp.zeros_like(self.v_bias[...]), self.v_bias[...]])
-    qkv = (qkv + bias.astype(qkv.dtype)).reshape(b, n, 3, self.num_heads, head_dim)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    qkv = (qkv + bias.astype(qkv.dtype)).reshape(b, n, 3, self.num_heads, d // self.num_heads)
+    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+  def __call__(self, x: Array, mask: Array | None = None) -> Array:
+    """x [B, N, D] -> [B, N, D]; mask: bool [B, N, N], True = the query (row) may attend to
+    the key (column); None = all."""
+    b, n, d = x.shape
+    q, k, v = self.qkv_heads(x)
+    if mask is not None:
+      if self.impl == 'cudnn':
+        raise ValueError("attention_impl='cudnn' is not used with attention masks (divided "
+                         "attention over a visible subset); use '' or 'xla'")
+      mask = mask[:, None]
     # Logits and softmax are float32 inside dot_product_attention for bf16 inputs.
-    out = jax.nn.dot_product_attention(q, k, v, scale=head_dim ** -0.5,
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=(d // self.num_heads) ** -0.5,
                                        implementation=self.impl)
     return self.proj(out.reshape(b, n, d))
 
@@ -417,6 +478,79 @@ class Block(nnx.Module):
   def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
     # The residual stream stays float32; branches compute in the configured dtype.
     x = x + self.drop_path(self.attn(self.norm1(x)), deterministic=deterministic)
+    return x + self.drop_path(self.mlp(self.norm2(x)), deterministic=deterministic)
+
+
+def divided_attention_masks(visible: Array, grid: tuple[int, int, int]) -> tuple[Array, Array]:
+  """Divided attention's masks over the visible tokens: (temporal, spatial), bool [B, N, N].
+
+  visible: token indices [B, N] (index = slot * h * w + row * w + col). temporal[b, i, j]: the
+  i-th and j-th visible tokens share the spatial position; spatial[b, i, j]: they share the
+  slot. The diagonal is always True (no row is empty).
+  """
+  _, h, w = grid
+  position, slot = visible % (h * w), visible // (h * w)
+  return (position[:, :, None] == position[:, None, :], slot[:, :, None] == slot[:, None, :])
+
+
+class DividedBlock(nnx.Module):
+  """TimeSformer's divided space-time block (`attention='divided'`, module docstring):
+  temporal attention (same position), then spatial attention (same slot), then the MLP."""
+
+  def __init__(self, cfg: ModelConfig, dim: int, num_heads: int, drop_path: float, *,
+               rngs: nnx.Rngs, kernel_init=_xavier):
+    self.grid = cfg.grid
+    self.temporal_norm = _layer_norm(cfg, dim, rngs)
+    self.temporal_attn = Attention(cfg, dim, num_heads, rngs=rngs, kernel_init=kernel_init)
+    # TimeSformer starts temporal_fc at zero (weight and bias): a fresh block is spatial-only.
+    self.temporal_fc = _linear(cfg, dim, dim, rngs, kernel_init=_zeros)
+    self.norm1 = _layer_norm(cfg, dim, rngs)
+    self.attn = Attention(cfg, dim, num_heads, rngs=rngs, kernel_init=kernel_init)
+    self.norm2 = _layer_norm(cfg, dim, rngs)
+    self.mlp = Mlp(cfg, dim, rngs=rngs, kernel_init=kernel_init)
+    self.drop_path = nnx.Dropout(float(drop_path), broadcast_dims=(1, 2),
+                                 rngs=rngs if drop_path > 0 else None)
+
+  def _grouped(self, x: Array, temporal: bool) -> Array:
+    """All tokens [B, t*h*w, D] -> the attention sequences: [B*h*w, t, D] (temporal) or
+    [B*t, h*w, D] (spatial)."""
+    t, h, w = self.grid
+    x = x.reshape(x.shape[0], t, h * w, x.shape[-1])
+    if temporal:
+      x = x.transpose(0, 2, 1, 3)
+    return x.reshape(-1, *x.shape[2:])
+
+  def _ungrouped(self, x: Array, temporal: bool) -> Array:
+    """The inverse of `_grouped`."""
+    t, h, w = self.grid
+    x = x.reshape(-1, h * w, t, x.shape[-1]) if temporal else x.reshape(-1, t, h * w, x.shape[-1])
+    if temporal:
+      x = x.transpose(0, 2, 1, 3)
+    return x.reshape(x.shape[0], t * h * w, x.shape[-1])
+
+  def _attend(self, attn: Attention, x: Array, mask: Array | None, temporal: bool) -> Array:
+    if mask is not None:
+      return attn(x, mask)
+    return self._ungrouped(attn(self._grouped(x, temporal)), temporal)
+
+  def temporal_step(self, x: Array, masks: tuple[Array, Array] | None = None, *,
+                    deterministic: bool = True) -> Array:
+    """x after the temporal residual (the spatial step's input)."""
+    mask = None if masks is None else masks[0]
+    out = self.temporal_fc(self._attend(self.temporal_attn, self.temporal_norm(x), mask, True))
+    return x + self.drop_path(out, deterministic=deterministic)
+
+  def __call__(self, x: Array, masks: tuple[Array, Array] | None = None, *,
+               deterministic: bool = True) -> Array:
+    """x [B, N, D]; masks: `divided_attention_masks` of the visible tokens, or None when x holds
+    every token in (t, h, w) order (the reshape form)."""
+    if masks is None and x.shape[1] != int(np.prod(self.grid)):
+      raise ValueError(f'divided attention without masks needs all {int(np.prod(self.grid))} '
+                       f'tokens of the grid {self.grid}, got {x.shape[1]}')
+    x = self.temporal_step(x, masks, deterministic=deterministic)
+    mask = None if masks is None else masks[1]
+    x = x + self.drop_path(self._attend(self.attn, self.norm1(x), mask, False),
+                           deterministic=deterministic)
     return x + self.drop_path(self.mlp(self.norm2(x)), deterministic=deterministic)
 
 
@@ -478,18 +612,22 @@ class Regressor(nnx.Module):
 
 
 def _make_blocks(cfg: ModelConfig, dim: int, depth: int, heads: int, rngs: nnx.Rngs,
-                 kernel_init=_xavier) -> nnx.List:
+                 kernel_init=_xavier, divided: bool = False) -> nnx.List:
   rates = np.linspace(0.0, cfg.drop_path_rate, depth)
-  return nnx.List([Block(cfg, dim, heads, float(r), rngs=rngs, kernel_init=kernel_init)
+  kind = DividedBlock if divided else Block
+  return nnx.List([kind(cfg, dim, heads, float(r), rngs=rngs, kernel_init=kernel_init)
                    for r in rates])
 
 
-def _run_blocks(blocks: nnx.List, x: Array, deterministic: bool, remat: bool) -> Array:
+def _run_blocks(blocks: nnx.List, x: Array, deterministic: bool, remat: bool,
+                masks: tuple[Array, Array] | None = None) -> Array:
+  """Runs the blocks; `masks` (divided blocks on visible tokens only) go to every block."""
+  def run(blk, y, m):
+    if m is None:
+      return blk(y, deterministic=deterministic)
+    return blk(y, m, deterministic=deterministic)
   for block in blocks:
-    if remat:
-      x = nnx.remat(lambda blk, y: blk(y, deterministic=deterministic))(block, x)
-    else:
-      x = block(x, deterministic=deterministic)
+    x = nnx.remat(run)(block, x, masks) if remat else run(block, x, masks)
   return x
 
 
@@ -505,19 +643,32 @@ class Encoder(nnx.Module):
     self.config = cfg
     self.patch_embed = PatchEmbed(cfg, cfg.encoder_dim, rngs=rngs)
     self.blocks = _make_blocks(cfg, cfg.encoder_dim, cfg.encoder_depth, cfg.encoder_heads, rngs,
-                               kernel_init)
+                               kernel_init, divided=cfg.attention == 'divided')
     self.norm = _layer_norm(cfg, cfg.encoder_dim, rngs) if final_norm else None
 
-  def __call__(self, video: Array, visible: Array | None = None, *,
-               deterministic: bool = True) -> Array:
-    """video [B, T, H, W, C]; visible: token indices [B, N_vis] or None (all) -> [B, N_vis, D]."""
+  def embed(self, video: Array, visible: Array | None = None) -> Array:
+    """The first block's input: tubelet embedding + position table, [B, N_vis, D]."""
     cfg = self.config
     expected = (cfg.num_frames, *cfg.img_size, cfg.in_chans)
     if tuple(video.shape[1:]) != expected:
       raise ValueError(f'video shape {video.shape} != [B, {", ".join(map(str, expected))}]')
     pos = jnp.asarray(sinusoid_table(cfg.num_patches, cfg.encoder_dim))
-    x = self.patch_embed(video, visible) + (pos if visible is None else pos[visible])
-    x = _run_blocks(self.blocks, x, deterministic, cfg.remat)
+    return self.patch_embed(video, visible) + (pos if visible is None else pos[visible])
+
+  def attention_masks(self, visible: Array | None) -> tuple[Array, Array] | None:
+    """What the blocks get besides the tokens: divided attention's masks on a visible subset,
+    else None (joint attention; divided attention on all tokens uses reshapes)."""
+    if visible is None or self.config.attention != 'divided':
+      return None
+    return divided_attention_masks(visible, self.config.grid)
+
+  def __call__(self, video: Array, visible: Array | None = None, *,
+               deterministic: bool = True) -> Array:
+    """video [B, T, H, W, C]; visible: token indices [B, N_vis] (increasing) or None (all)
+    -> [B, N_vis, D]."""
+    x = self.embed(video, visible)
+    x = _run_blocks(self.blocks, x, deterministic, self.config.remat,
+                    self.attention_masks(visible))
     return x if self.norm is None else self.norm(x)
 
 

@@ -82,9 +82,13 @@ def fit(fresh: dict, source: dict, model_cfg: model_lib.ModelConfig,
         problems.append(f"{name}: missing from the source")
       elif np.shape(src[name]) != np.shape(target):
         problems.append(f"{name}: source {np.shape(src[name])} != model {np.shape(target)}")
+  extra = sorted(n for n in src if n.startswith(_ENCODER) and n not in want)
+  if extra:  # e.g. a divided-attention encoder's temporal_* into a joint model: not dropped
+    problems.append(f"{extra[0]} (and {len(extra) - 1} more): in the source, not in the model "
+                    "(depth or model.attention differs?)")
   if problems:
-    raise ValueError("config.init does not fit model.* (width, depth, heads, patch, tubelet "
-                     f"must match): {'; '.join(problems[:6])}"
+    raise ValueError("config.init does not fit model.* (width, depth, heads, patch, tubelet, "
+                     f"attention must match): {'; '.join(problems[:6])}"
                      + (f"; and {len(problems) - 6} more" if len(problems) > 6 else ""))
   def fits(prefix):
     return all(name in src and np.shape(src[name]) == np.shape(want[name])

@@ -78,11 +78,20 @@ def defaults() -> ml_collections.ConfigDict:
       # decoders; 0 = VideoMAE's mask token.
       regressor_depth=0,
       motion_decoder=False,  # MAM2: the motion terms (frame_diff, trajectory) on a 2nd decoder
+      # Encoder attention: joint (VideoMAE: every token with every token) | divided
+      # (TimeSformer's divided space-time: temporal then spatial attention per block; JAX-only,
+      # not exportable to PyTorch; the decoder stays joint). Table 4a.
+      attention="joint",
   ))
   c.mask = ml_collections.ConfigDict(dict(
       strategy="mgm",  # random | tube | block | smm | smm_sparse | mgm | mgm_sparse
       ratio=0.75,  # fraction of tokens masked (MGM: 0.75; VideoMAE tube: 0.9)
       jitter=1.0,  # MGM box-centre jitter, in tokens (paper Table 4c)
+      # MGM's box centre per slot (mgm, mgm_sparse): top1 (the paper's Eq. 7: the arg-max motion
+      # cell) | box (where a box of the mask's size covers the most motion) | centroid (the
+      # motion-weighted mean position)
+      pool="top1",
+      smooth=0,  # MGM: average each slot's motion map with the slots within +-smooth first
   ))
   # Pretraining: the weight of each reconstruction term (0 = off; mgm_jax/targets.py).
   c.loss = ml_collections.ConfigDict(dict(
@@ -137,8 +146,15 @@ def defaults() -> ml_collections.ConfigDict:
       rand_augment_ops=0,  # finetuning: RandAugment ops per clip (VideoMAE: 4; 0 = off), the
       rand_augment_magnitude=7,  # same ops and magnitudes on every frame (magnitude std 0.5)
       erase_prob=0.0,  # finetuning: random erasing, one box per clip (VideoMAE: 0.25)
-      motion="auto",  # mv | frame_diff | auto (vectors where the codec has them)
-      compensate_camera=False,  # subtract each frame's dominant motion before the magnitude
+      # mv | frame_diff | flow (OpenCV DIS optical flow on the decoded frames; Table 4b) | auto
+      # (vectors where the codec has them, else frame differences)
+      motion="auto",
+      # subtract each frame's camera motion (a robust affine fit on the cells that carry
+      # vectors) before the magnitude
+      compensate_camera=False,
+      # motion="flow": OpenCV DIS preset, medium | fast | ultrafast (~13 / 3 / 2 ms per 320x240
+      # frame pair on one CPU core; benchmarks/bench_flow.py)
+      flow_preset="medium",
       repeats=1,  # repeated sampling: crops and masks per decoded video
       num_threads=16,  # decoding threads per process
       num_workers=0,  # > 0: decode in that many worker processes instead

@@ -109,9 +109,11 @@ def clip_spec(config, train: bool = True) -> pipeline.ClipSpec:
       num_frames=m.num_frames, stride=d.stride, sampling=d.sampling, size=m.img_size,
       crop=d.crop, scales=tuple(d.scales), flip=d.flip, rand_augment_ops=d.rand_augment_ops,
       rand_augment_magnitude=d.rand_augment_magnitude, erase_prob=d.erase_prob, train=train,
-      motion=d.motion, compensate_camera=d.compensate_camera, repeats=d.repeats,
+      motion=d.motion, compensate_camera=d.compensate_camera, flow_preset=d.flow_preset,
+      repeats=d.repeats,
       mask_strategy=None if m.num_classes > 0 else config.mask.strategy,
-      mask_ratio=config.mask.ratio, mask_jitter=config.mask.jitter, tubelet=m.tubelet,
+      mask_ratio=config.mask.ratio, mask_jitter=config.mask.jitter,
+      mask_pool=config.mask.pool, mask_smooth=config.mask.smooth, tubelet=m.tubelet,
       patch=m.patch)
 
 
@@ -516,7 +518,9 @@ def test(run: Run, state: dict, logdir: str, out_dir: str) -> dict:
 
 
 def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
-  """Pretrains as `config` says in `workdir`; returns the last logged metrics.
+  """Pretrains as `config` says in `workdir`; returns the last logged metrics, plus
+  "run_step" and "run_total_steps" (the step reached and the schedule's length: a run that
+  stopped early, by SIGTERM / preemption / `stop_after`, has run_step < run_total_steps).
 
   `stop_after`: end this run (with a checkpoint) after that many steps, as a time-sliced job or
   an interruption would; the next call resumes from there.
@@ -536,6 +540,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
           and not os.path.exists(os.path.join(out, "metrics.json"))):  # not again on relaunch
         results = test(run, run.state, logdir, out)
         last.update(test_top1=results["top1"], test_top5=results["top5"])
+      last.update(run_step=run.step, run_total_steps=run.total_steps)
       return last
     finally:
       run.ckpt.close()

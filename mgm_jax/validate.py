@@ -16,6 +16,7 @@ import inspect
 
 from input_pipeline import datasets
 from input_pipeline import decode
+from input_pipeline import optical_flow
 from input_pipeline import sources
 from input_pipeline import synthetic
 from mgm_jax import masking
@@ -96,6 +97,7 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   if not 0.0 <= m.drop_path_rate < 1.0:
     _fail("model.drop_path_rate", f"{m.drop_path_rate} must lie in [0, 1)")
   _at_least("model.regressor_depth", m.regressor_depth, 0)
+  _choice("model.attention", m.attention, model_lib.ATTENTIONS)
   try:
     grid = model_lib.model_config_from(m).grid
   except ValueError as e:
@@ -110,6 +112,9 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   except ValueError as e:
     _fail("mask.ratio", str(e))
   _at_least("mask.jitter", k.jitter, 0)
+  _choice("mask.pool", k.pool, masking.POOLS)
+  if not isinstance(k.smooth, int) or isinstance(k.smooth, bool) or k.smooth < 0:
+    _fail("mask.smooth", f"{k.smooth!r} must be an integer >= 0 (slots)")
 
   d = config.data
   _choice("data.source", d.source, sources.KINDS)
@@ -127,6 +132,12 @@ def validate(config, num_devices: int, num_processes: int = 1) -> None:
   for key in d.synthetic:
     _choice(f"data.synthetic.{key}", key, known)
   _choice("data.motion", d.motion, decode.MOTION_POLICIES)
+  _choice("data.flow_preset", d.flow_preset, sorted(optical_flow.PRESETS))
+  if d.motion == "flow":
+    try:
+      optical_flow.require_opencv()
+    except ImportError as e:
+      _fail("data.motion", str(e))
   for name, low in (("stride", 1), ("repeats", 1), ("fold", 1), ("num_train_videos", 0),
                     ("num_threads", 0), ("num_workers", 0), ("prefetch", 0),
                     ("max_consecutive_failures", 1)):

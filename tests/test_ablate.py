@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -106,27 +107,67 @@ def test_tiny_sweep_runs_resumes_and_records_a_failure(tmp_path, monkeypatch):
   probe_json = json.load(open(os.path.join(root, "mask.strategy=random", "probe.json")))
   assert probe_json["train_videos"] == 16 and probe_json["test_videos"] == 8
   # The data were generated once for the sweep, not per variant.
-  assert os.path.exists(os.path.join(root, "data", "pretrain", "train.txt"))
+  assert len(glob.glob(os.path.join(root, "data", "pretrain-" + "?" * 10, "train.txt"))) == 1
   assert not os.path.exists(os.path.join(root, "mask.strategy=random", "pretrain",
                                          "synthetic_videos"))
 
-  # Rerun: the finished variant is not touched again; the failed one now runs.
-  monkeypatch.setattr(ablation, "_pretrain", real_pretrain)
+  saved = json.load(open(os.path.join(root, "mask.strategy=random", "pretrain", "config.json")))
+  assert saved["mask"]["strategy"] == "random" and saved["data"]["root"].startswith(root)
+
+  # Rerun: the finished variant is not touched again; the failed one now runs (its stages are
+  # stand-ins here: the real ones ran above).
   calls = []
-  real_probe = ablation._probe
-  monkeypatch.setattr(ablation, "_probe", lambda *a, **k: calls.append(a) or real_probe(*a, **k))
+  monkeypatch.setattr(ablation, "_pretrain",
+                      lambda variant, run_dir: calls.append(run_dir) or {"loss": 0.125})
+  monkeypatch.setattr(ablation, "_probe",
+                      lambda run_dir, out_dir, **o: calls.append(run_dir) or {"knn_top1": 0.75})
   rows = ablation.run_sweep(base, root, axes, probe_options=probe_options)
-  assert len(calls) == 1 and calls[0][0].endswith(os.path.join("mask.strategy=mgm", "pretrain"))
+  assert calls == [os.path.join(root, "mask.strategy=mgm", "pretrain")] * 2
   assert all("failed" not in r for r in rows)
   assert not os.path.exists(os.path.join(root, "mask.strategy=mgm", "failed.json"))
   results = json.load(open(os.path.join(root, "results.json")))
   assert [s["mask.strategy"] for s in results["summary"]] == ["random", "mgm"]
-  assert all(s["knn_top1"] is not None for s in results["summary"])
+  assert results["summary"][0]["knn_top1"] == rows[0]["knn_top1"] == probe_json["knn_top1"]
+  assert results["summary"][1]["knn_top1"] == 0.75
   assert [v["seed"] for v in results["variants"]] == [0, 0]
-  assert "| mgm | 0 |" in open(os.path.join(root, "results.md")).read()
+  assert "| mgm | 0 | 75.0 |" in open(os.path.join(root, "results.md")).read()
   assert os.path.getsize(os.path.join(root, "results.png")) > 1000
-  saved = json.load(open(os.path.join(root, "mask.strategy=mgm", "pretrain", "config.json")))
-  assert saved["mask"]["strategy"] == "mgm"
+
+  # The same workdir with another base config: refused before anything runs, naming the field.
+  changed = _tiny_base()
+  changed.loss.norm_pix = True
+  with pytest.raises(ablation.SweepError, match="mask.strategy=random .*loss.norm_pix"):
+    ablation.run_sweep(changed, root, axes, probe_options=probe_options)
+
+  # A pretraining that runs again makes the variant's probe stale: it is removed and redone.
+  vdir = os.path.join(root, "mask.strategy=random")
+  os.remove(os.path.join(vdir, "pretrain.json"))
+  monkeypatch.setattr(ablation, "_pretrain", lambda variant, run_dir: {"loss": 0.5})
+
+  def probe_after_set_aside(run_dir, out_dir, **options):
+    assert not os.path.exists(out_dir) and not os.path.exists(os.path.join(vdir, "probe.json"))
+    calls.append(run_dir)
+    return {"knn_top1": 0.25}
+
+  monkeypatch.setattr(ablation, "_probe", probe_after_set_aside)
+  calls = []
+  rows = ablation.run_sweep(base, root, axes, probe_options=probe_options)
+  assert calls == [os.path.join(vdir, "pretrain")]
+  assert rows[0]["pretrain_loss"] == 0.5 and rows[0]["knn_top1"] == 0.25
+
+
+def test_a_stage_stopped_early_stops_the_sweep_without_marking_it_done(tmp_path, monkeypatch):
+  with pytest.raises(ablation.StoppedEarly, match="stopped at step 3 of 10"):
+    ablation._finished({"loss": 1.0, "run_step": 3, "run_total_steps": 10}, "pretraining", "d")
+  assert ablation._finished({"loss": 1.0, "run_step": 10, "run_total_steps": 10}, "p", "d")[
+      "loss"] == 1.0
+  base = schema.defaults()
+  variant = ablation.make_variants(base, [])[0]
+  monkeypatch.setattr(ablation.train, "train",
+                      lambda config, run_dir: {"loss": 1.0, "run_step": 3, "run_total_steps": 10})
+  with pytest.raises(ablation.StoppedEarly):
+    ablation.run_variant(variant, str(tmp_path))
+  assert os.listdir(tmp_path / "base") == ["variant.json"]  # no pretrain.json, no failed.json
 
 
 def test_cli_stops_at_once_on_a_bad_variant(tmp_path):

@@ -235,7 +235,9 @@ def test_too_many_broken_videos_stop_the_run(videos, tmp_path):
     ("model.size", "XXL", None), ("model.img_size", 40, None), ("model.num_frames", 5, None),
     ("model.img_size", [224, 160], None),
     ("batch_size", 12, None), ("accum_steps", 0, None), ("accum_steps", 3, "batch_size"),
-    ("data.source", "ftp", None), ("data.motion", "flow", None), ("data.repeats", 0, None),
+    ("data.source", "ftp", None), ("data.motion", "raft", None), ("data.repeats", 0, None),
+    ("data.flow_preset", "slow", None), ("mask.pool", "top2", None), ("mask.smooth", -1, None),
+    ("model.attention", "axial", None),
     # Values that used to pass and then did damage or died later with a bare library error.
     ("optim.grad_clip", -1.0, None), ("keep_checkpoints", 0, None), ("log_every", 0, None),
     ("checkpoint_every", 0, None), ("model.patch", 0, None), ("model.tubelet", 0, None),
