@@ -6,7 +6,7 @@ import importlib.util
 import pathlib
 
 from flax import nnx
-import jax.numpy as jnp
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -14,9 +14,9 @@ from PIL import Image
 
 from input_pipeline import motion_energy
 from input_pipeline import synthetic
-from mgm_jax import checkpoint as checkpoint_lib
+from mgm_jax import inference
 from mgm_jax import model as model_lib
-from mgm_jax import optim
+from mgm_jax import schema
 
 _SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "launch" / "reconstruction_panels.py"
 
@@ -32,26 +32,14 @@ def panels():
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   """A tiny pretraining run (4 frames, 32 px) with random weights, checkpoint at step 3."""
-  workdir = tmp_path_factory.mktemp("panels_run")
-  config = ml_collections.ConfigDict()
-  config.batch_size = 2
+  config = schema.defaults()
   config.model = ml_collections.ConfigDict(dict(size="tiny", num_frames=4, img_size=32))
-  config.optim = ml_collections.ConfigDict(
-      dict(base_lr=1.5e-4, min_lr=1e-5, warmup_epochs=1, b1=0.9, b2=0.95, weight_decay=0.05,
-           grad_clip=None))
   cfg = model_lib.model_config_from(config.model, drop_path_rate=0.0)
-  model = nnx.eval_shape(lambda: model_lib.MaskedAutoencoder(cfg, rngs=nnx.Rngs(0)))
+  abstract = nnx.eval_shape(lambda: model_lib.make_model(cfg, nnx.Rngs(0)))
   rng = np.random.default_rng(5)
-  for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-    var.set_value(jnp.asarray(0.05 * rng.standard_normal(var.shape), jnp.float32))
-  schedule = optim.make_schedule(config.optim, config.batch_size, 10, 100)
-  state = optim.init_state(model, optim.make_optimizer(config.optim, schedule))
-  state["step"] = state["step"] + 3
-  (workdir / "config.json").write_text(config.to_json())
-  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", async_save=False)
-  assert ckpt.save(3, state, force=True)
-  ckpt.close()
-  return workdir
+  params = jax.tree.map(lambda leaf: (0.05 * rng.standard_normal(leaf.shape)).astype(np.float32),
+                        nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))
+  return inference.save(tmp_path_factory.mktemp("panels_run"), config, params, step=3)
 
 
 @pytest.fixture(scope="module")
