@@ -45,6 +45,7 @@ import numpy as np
 
 from input_pipeline import clip as clip_lib
 from input_pipeline import decode
+from input_pipeline import motion as motion_lib
 from input_pipeline import synthetic
 
 _RUN = 32  # frames decoded per run at most (bounds the RGB frames held at once)
@@ -156,7 +157,7 @@ def _cell_counts(inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(pixels inside, pixels outside) per 8-px motion cell: float64 [Gh, Gw] each."""
   height, width = inside.shape
   cell = clip_lib.MOTION_CELL
-  gh, gw = -(-height // cell), -(-width // cell)
+  gh, gw = motion_lib.grid_shape(height, width)
   padded = np.zeros((gh * cell, gw * cell), np.float64)
   padded[:height, :width] = inside
   real = np.zeros_like(padded)
