@@ -46,6 +46,7 @@ import numpy as np
 
 from input_pipeline import decode
 from input_pipeline import synthetic
+import interleaved  # benchmarks/interleaved.py  # pylint: disable=g-bad-import-order
 
 _NUM_CLIPS = flags.DEFINE_integer('num_clips', 8, 'Generated videos (one clip each).')
 _VIDEO_FRAMES = flags.DEFINE_integer('video_frames', 80, 'Frames per generated video.')
@@ -74,22 +75,7 @@ def _time_all(clips: list, repeats: int) -> tuple[dict, dict]:
   names = list(VARIANTS)
   for name in names:  # warm-up: page cache, imports, OpenCV's first call
     VARIANTS[name](*clips[0])
-  wall = {n: [] for n in names}
-  cpu = {n: [] for n in names}
-  for r in range(repeats):
-    total_wall = dict.fromkeys(names, 0.0)
-    total_cpu = dict.fromkeys(names, 0.0)
-    for c, (path, indices) in enumerate(clips):
-      k = (r + c) % len(names)
-      for name in names[k:] + names[:k]:
-        w0, c0 = time.perf_counter(), time.process_time()
-        VARIANTS[name](path, indices)
-        total_wall[name] += time.perf_counter() - w0
-        total_cpu[name] += time.process_time() - c0
-    for name in names:
-      wall[name].append(total_wall[name])
-      cpu[name].append(total_cpu[name])
-  return wall, cpu
+  return interleaved.time_variants(VARIANTS, clips, repeats)
 
 
 def _motion_ratio(times: dict, name: str) -> float | None:

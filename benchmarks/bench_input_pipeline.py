@@ -40,6 +40,7 @@ from input_pipeline import decode
 from input_pipeline import motion as motion_lib
 from input_pipeline import synthetic
 from mgm_jax import masking
+import interleaved  # benchmarks/interleaved.py  # pylint: disable=g-bad-import-order
 
 _NUM_CLIPS = flags.DEFINE_integer('num_clips', 16, 'Generated videos (one clip each).')
 _VIDEO_FRAMES = flags.DEFINE_integer('video_frames', 96, 'Frames per generated video.')
@@ -77,23 +78,7 @@ def _bench_stride(paths: list[pathlib.Path], stride: int, rng: np.random.Generat
   for name in names:  # warm-up: page cache, imports, allocator
     for path, indices in clips[:2]:
       variants[name](path, indices)
-  # Side by side: every clip runs every variant back to back (in an order rotated per clip and
-  # repeat), so that load changes on a shared machine hit all variants alike.
-  wall = {n: [] for n in names}
-  cpu = {n: [] for n in names}
-  for r in range(_REPEATS.value):
-    total_wall = dict.fromkeys(names, 0.0)
-    total_cpu = dict.fromkeys(names, 0.0)
-    for c, (path, indices) in enumerate(clips):
-      k = (r + c) % len(names)
-      for name in names[k:] + names[:k]:
-        w0, c0 = time.perf_counter(), time.process_time()
-        variants[name](path, indices)
-        total_wall[name] += time.perf_counter() - w0
-        total_cpu[name] += time.process_time() - c0
-    for name in names:
-      wall[name].append(total_wall[name])
-      cpu[name].append(total_cpu[name])
+  wall, cpu = interleaved.time_variants(variants, clips, _REPEATS.value)  # side by side
 
   # (e) mask alone, on precomputed motion.
   slots = [motion_lib.to_token_slots(decode.decode_clip(p, i, motion='mv').magnitude, TUBELET)
