@@ -18,22 +18,27 @@ Measured, side by side in one run:
           taken under the same machine load.
   (c)/(a) (c) = `decode.decode_clip(motion="mv")` + `to_token_slots` + the MGM mask, interleaved
           clip by clip with (a), at strides 2 and 4 (as in bench_input_pipeline.py).
-  rows    `pipeline.make_dataset` (probe, decode + vectors, multi-scale crop to 224, MGM mask
-          0.75, batching) with `num_threads` = 1, 2, 4, ..., --max_threads (threads in this
-          process), and `num_workers` = --workers (processes, `mp_prefetch`, one thread each), for
+  rows    `pipeline.make_dataset` (open + probe, decode + vectors with the frames kept in YUV,
+          multi-scale crop to 224 by swscale, MGM mask 0.75, batching) with `num_threads` = 1,
+          2, 4, ..., --max_threads (threads in this process), and `num_workers` = --workers (processes, `mp_prefetch`, one thread each), for
           repeats 1 and 2, on both data sets. One warm-up batch, then enough batches for
           --num_clips clips (default: --clips_per_core per core) are timed.
-  profile one video at a time through `pipeline.LoadClip` + batching, time per stage, and the top
-          functions under cProfile.
+  profile one video at a time through `pipeline.LoadClip`'s calls + batching, time per stage
+          (open_probe: opening the file and reading its header; the decode reuses the open), and
+          the top functions under cProfile.
 
 Per-core efficiency of a row = decoded videos/s / (cores x floor clips/s), cores = threads or
 workers, decoded videos/s = clips/s / repeats (a video is decoded once for its R clips); target
 >= 0.8. `cpu_efficiency` (thread rows) = floor CPU s per clip / pipeline CPU s per video (process
 time, all threads): it is what is left once other jobs on a shared machine are factored out.
 
+  paths   LoadClip's per-video work the old way (a probe of its own, RGB of every full frame, PIL
+          crop + resize) and the current way (`decode.opened`, frames kept in YUV, swscale crop +
+          resize), interleaved video by video with the same crop boxes: CPU ms per video.
+
 Ends with ONE JSON line: cpu_count, floor_clips_per_s, rows, c_over_a {stride2, stride4} (prepared
-data; bframes_stride2/4 too), min_efficiency (over thread rows), profile, and clips_per_s: the best
-row with the most cores on prepared data at repeats 1 (what a training run with the default
+data; bframes_stride2/4 too), paths, min_efficiency (over thread rows), profile, and clips_per_s:
+the best row with the most cores on prepared data at repeats 1 (what a training run with the default
 config gets; the accelerator suite reads it).
 """
 
@@ -224,6 +229,53 @@ def _c_over_a(windows, spec: pipeline.ClipSpec, passes: int) -> dict:
           'c_over_a_cpu': round(statistics.median(x / y for x, y in zip(cpu['a'], cpu['c'])), 3)}
 
 
+def _paths(windows, spec: pipeline.ClipSpec, passes: int) -> dict:
+  """CPU ms per video of LoadClip's per-video work, the old way and the current way, interleaved
+  video by video (the order alternating), the same crop box for both:
+
+    eager: probe (an open of its own), decode_clip (RGB of every full frame), PIL crop + resize
+    yuv:   one open for probe and decode, frames kept in YUV, swscale crop + resize
+  """
+  rng = np.random.default_rng(_SEED.value)
+  boxes = []
+  for path, _ in windows:
+    image_hw = decode.probe(path)
+    image_hw = (image_hw.height, image_hw.width)
+    pairs = transforms.crop_size_candidates(image_hw, (spec.size, spec.size), scales=spec.scales)
+    crop_hw = pairs[rng.integers(len(pairs))]
+    offsets = transforms.fixed_offset_candidates(image_hw, crop_hw)
+    boxes.append((*offsets[rng.integers(len(offsets))], *crop_hw))
+
+  def eager(path, indices, box):
+    decode.probe(path)
+    clip = decode.decode_clip(path, indices, motion='mv', pad_short=True)
+    return transforms.crop_resize(clip, box, (spec.size, spec.size))
+
+  def yuv(path, indices, box):
+    with decode.opened(path) as video:
+      decode.probe(video)
+      clip = decode.decode_clip(video, indices, motion='mv', pad_short=True, keep_yuv=True)
+    return transforms.crop_resize(clip, box, (spec.size, spec.size))
+
+  cpu = {'eager': [], 'yuv': []}
+  eager(*windows[0], boxes[0]), yuv(*windows[0], boxes[0])  # warm-up
+  for p in range(passes):
+    total = dict.fromkeys(cpu, 0.0)
+    for i, (window, box) in enumerate(zip(windows, boxes)):
+      for name, fn in ((('eager', eager), ('yuv', yuv)) if (i + p) % 2 == 0 else
+                       (('yuv', yuv), ('eager', eager))):
+        c0 = time.process_time()
+        fn(*window, box)
+        total[name] += time.process_time() - c0
+    for name, value in total.items():
+      cpu[name].append(value)
+  n = len(windows)
+  return {'eager_cpu_ms': round(1e3 * statistics.median(cpu['eager']) / n, 2),
+          'yuv_cpu_ms': round(1e3 * statistics.median(cpu['yuv']) / n, 2),
+          'yuv_over_eager': round(statistics.median(y / e for y, e in zip(cpu['yuv'],
+                                                                          cpu['eager'])), 3)}
+
+
 def _pipeline_row(source, spec: pipeline.ClipSpec, *, threads: int, workers: int, batch: int,
                   num_clips: int) -> dict:
   """clips/s (and CPU s per decoded video, thread mode) after one warm-up batch."""
@@ -252,17 +304,19 @@ def _profile(source, spec: pipeline.ClipSpec, batch: int, num_videos: int) -> di
   """
   rng = np.random.default_rng(_SEED.value)
   records = [source[i % len(source)] for i in range(num_videos)]
-  stage = dict.fromkeys(('probe', 'decode_clip', 'crop_resize', 'token_slots', 'mask',
+  stage = dict.fromkeys(('open_probe', 'decode_clip', 'crop_resize', 'token_slots', 'mask',
                          'batch_stack'), 0.0)
   elements = []
   decode.decode_clip(records[0]['path'], np.arange(spec.num_frames), pad_short=True)  # warm-up
   for record in records:
     t0 = time.process_time()
-    num = decode.probe(record['path']).num_frames
-    t1 = time.process_time()
-    indices = sampling.sample_frame_indices(num, spec.num_frames, spec.stride, rng)
-    clip = decode.decode_clip(record['path'], indices, motion=spec.motion, pad_short=True)
-    stage['probe'] += t1 - t0
+    with decode.opened(record['path']) as video:  # as LoadClip: one open, frames kept in YUV
+      num = decode.probe(video).num_frames
+      t1 = time.process_time()
+      indices = sampling.sample_frame_indices(num, spec.num_frames, spec.stride, rng)
+      clip = decode.decode_clip(video, indices, motion=spec.motion, pad_short=True,
+                                keep_yuv=True)
+    stage['open_probe'] += t1 - t0
     stage['decode_clip'] += time.process_time() - t1
     for _ in range(spec.repeats):
       t0 = time.process_time()
@@ -321,7 +375,8 @@ _PROFILED_STAGES = (
     'decode.py:_window_motion', 'decode.py:_reference_distances', 'motion.py:vectors_to_flow',
     'motion.py:interval_weights', 'motion.py:magnitude', 'pipeline.py:_views',
     'transforms.py:multi_scale_crop', 'transforms.py:_resize_frames', 'motion.py:to_token_slots',
-    'masking.py:make_mask', 'decode.py:_frames', 'clip.py:check')
+    'masking.py:make_mask', 'decode.py:_frames', 'clip.py:check', 'yuv_frames.py:crop_resize',
+    "<method 'reformat' of 'av.video.reformatter.VideoReformatter' objects>")
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -356,11 +411,12 @@ def main(argv):
     for windows in floor_windows.values():
       _floor(windows[:2])  # warm-up
 
-    c_over_a = {}
+    c_over_a, paths = {}, {}
     for name, s in (srcs.items() if _default_on(_PER_CLIP) else ()):
       for stride in (2, 4):
         windows = _windows(s, cfg['floor_clips'], spec.num_frames, stride, rng)
         c_over_a[f'{name}_stride{stride}'] = _c_over_a(windows, spec, cfg['passes'])
+      paths[name] = _paths(floor_windows[name], spec, cfg['passes'])
 
     rows = []
     plan = [('threads', k, r, name) for name in SETS for r in (1, 2)
@@ -408,6 +464,7 @@ def main(argv):
       'rows': rows,
       'c_over_a': {k.replace('prepared_', ''): v['c_over_a'] for k, v in c_over_a.items()},
       'c_over_a_detail': c_over_a,
+      'paths': paths,
       'clips_per_s': max(best), 'clips_per_s_cores': most,
       'min_efficiency': min(r['efficiency'] for r in rows if r['mode'] == 'threads'),
       'profile': profile,
@@ -430,6 +487,9 @@ def _print_table(result: dict) -> None:
   for key, d in result['c_over_a_detail'].items():
     print(f'{key}: (a) {d["a_clips_per_s"]:.1f} clips/s, (c) {d["c_clips_per_s"]:.1f}: '
           f'(c)/(a) = {d["c_over_a"]:.3f} wall, {d["c_over_a_cpu"]:.3f} CPU (target >= 0.90)')
+  for key, d in result['paths'].items():
+    print(f'{key}: per video, CPU: eager (probe, RGB, PIL crop) {d["eager_cpu_ms"]:.1f} ms, '
+          f'yuv (one open, swscale crop) {d["yuv_cpu_ms"]:.1f} ms: {d["yuv_over_eager"]:.3f}')
   if result['profile']:
     p = result['profile']
     print(f'\nper video, single thread, CPU time: {p["cpu_ms_per_video"]:.1f} ms = ' + ', '.join(

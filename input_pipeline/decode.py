@@ -43,6 +43,7 @@ import numpy as np
 from input_pipeline import clip as clip_lib
 from input_pipeline import motion as motion_lib
 from input_pipeline import optical_flow
+from input_pipeline import yuv_frames
 
 # FFmpeg decoders (`codec_context.name`) that export motion vectors (`flags2=+export_mvs`): the
 # H.264 and mpegvideo-family decoders. MS-MPEG4 v3 ("DIV3", "MP43") decodes as `msmpeg4`.
@@ -89,9 +90,11 @@ class VideoInfo:
   exports_vectors: bool
 
 
-def _name_of(source: Source, name: str | None) -> str:
+def _name_of(source: Source | Opened, name: str | None) -> str:
   if name is not None:
     return name
+  if isinstance(source, Opened):
+    return source.name
   if isinstance(source, (bytes, bytearray, memoryview)):
     return "<bytes>"
   return os.fspath(source)
@@ -136,9 +139,19 @@ def _codec_name(stream: av.video.stream.VideoStream, name: str) -> str:
 
 
 @contextlib.contextmanager
-def _open_video(source: Source, name: str) -> Iterator[
+def _open_video(source: Source | Opened, name: str) -> Iterator[
     tuple[av.container.InputContainer, av.video.stream.VideoStream, str]]:
-  """Yields (container, first video stream, its decoder's name); call it inside `_reading`."""
+  """Yields (container, first video stream, its decoder's name); call it inside `_reading`.
+
+  An `Opened` video hands over its container the first time (it stays open until `opened`
+  exits); later calls open its source again.
+  """
+  if isinstance(source, Opened):
+    handle = source.take()
+    if handle is not None:
+      yield handle
+      return
+    source = source.source
   if isinstance(source, (bytes, bytearray, memoryview)):
     if len(source) == 0:
       raise VideoDecodeError(name, "empty input")
@@ -187,26 +200,72 @@ class _Clock:
     return self.start + int(index / (self.rate * self.time_base))
 
 
-def probe(source: Source, name: str | None = None) -> VideoInfo:
+def probe(source: Source | Opened, name: str | None = None) -> VideoInfo:
   """Reads a video's frame count, rate, size and codec (counting packets if the header has none).
+
+  Of an `Opened` video it reads the open container's header, which a decode then still uses
+  (unless the packets had to be counted: the decode then opens the source again).
 
   Raises:
     VideoDecodeError: the input is not a readable video.
   """
   name = _name_of(source, name)
-  with _reading(name), _open_video(source, name) as (container, stream, codec):
-    height, width = stream.codec_context.height, stream.codec_context.width
-    if height <= 0 or width <= 0:
-      raise VideoDecodeError(name, f"the video stream has no frame size ({width}x{height})")
-    num_frames = stream.frames
-    if not num_frames:
-      num_frames = sum(1 for packet in container.demux(stream) if packet.size)
-    if num_frames <= 0:
-      raise VideoDecodeError(name, "no frames")
-    rate = _frame_rate(stream)
-    return VideoInfo(num_frames=int(num_frames), fps=float(rate) if rate else 0.0,
-                     height=height, width=width, codec=codec,
-                     exports_vectors=codec in VECTOR_CODECS)
+  with _reading(name):
+    if isinstance(source, Opened) and source.handle is not None:
+      container, stream, codec = source.handle
+      if not stream.frames:
+        source.take()  # counting reads the packets: a decode must start afresh
+      return _info(container, stream, codec, name)
+    with _open_video(source, name) as (container, stream, codec):
+      return _info(container, stream, codec, name)
+
+
+def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+          codec: str, name: str) -> VideoInfo:
+  height, width = stream.codec_context.height, stream.codec_context.width
+  if height <= 0 or width <= 0:
+    raise VideoDecodeError(name, f"the video stream has no frame size ({width}x{height})")
+  num_frames = stream.frames
+  if not num_frames:
+    num_frames = sum(1 for packet in container.demux(stream) if packet.size)
+  if num_frames <= 0:
+    raise VideoDecodeError(name, "no frames")
+  rate = _frame_rate(stream)
+  return VideoInfo(num_frames=int(num_frames), fps=float(rate) if rate else 0.0,
+                   height=height, width=width, codec=codec,
+                   exports_vectors=codec in VECTOR_CODECS)
+
+
+class Opened:
+  """A video opened once by `opened`: `probe` reads its header, the first decode reuses it.
+
+  Attributes:
+    source: what was opened (a path or bytes).
+    name: its label in errors.
+    handle: (container, stream, decoder name) until a decode takes it, then None.
+  """
+
+  def __init__(self, source: Source, name: str, handle):
+    self.source, self.name, self.handle = source, name, handle
+
+  def take(self):
+    handle, self.handle = self.handle, None
+    return handle
+
+
+@contextlib.contextmanager
+def opened(source: Source, name: str | None = None) -> Iterator[Opened]:
+  """Opens a video for a `probe` and a decode (`decode_clip`, `decode_frames`) that share one
+  open: the input pipeline's first epoch otherwise opens every file twice (~4 ms of ~55).
+
+  Raises:
+    VideoDecodeError: the input cannot be opened (errors in the block pass unchanged).
+  """
+  name = _name_of(source, name)
+  with contextlib.ExitStack() as stack:
+    with _reading(name):
+      handle = stack.enter_context(_open_video(source, name))
+    yield Opened(source, name, handle)
 
 
 @dataclasses.dataclass
@@ -231,6 +290,7 @@ class _Window:
   last_seen: int = -1  # the last frame decoded; the video's last frame if `at_end`
   last_rgb: np.ndarray | None = None  # RGB of the video's last frame, if `at_end`
   at_end: bool = False
+  keep_yuv: bool = False  # `rgb` and `last_rgb` hold the decoded pictures, not RGB arrays
 
   @property
   def frame_ids(self) -> np.ndarray:
@@ -346,7 +406,8 @@ def _decode_pass(
           win.luma_diff.append(None if previous is None else
                                motion_lib.luma_absdiff_cells(_luma(previous), _luma(frame)))
         if index in wanted:
-          win.rgb[index] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
+          win.rgb[index] = frame if win.keep_yuv else to_rgb.reformat(
+              frame, format="rgb24").to_ndarray()
         if index >= last:
           win.height, win.width = frame.height, frame.width
           return win
@@ -356,13 +417,14 @@ def _decode_pass(
     win.height, win.width = frame.height, frame.width
     win.last_rgb = win.rgb.get(index)
     if win.last_rgb is None:
-      win.last_rgb = to_rgb.reformat(frame, format="rgb24").to_ndarray()
+      win.last_rgb = frame if win.keep_yuv else to_rgb.reformat(
+          frame, format="rgb24").to_ndarray()
   return win
 
 
-def _decode(source: Source, name: str, *, window_start: int, sampled: Sequence[int],
+def _decode(source: Source | Opened, name: str, *, window_start: int, sampled: Sequence[int],
             policy: str | None, allow_seek: bool = True, last: int | None = None,
-            luma_at: frozenset[int] = frozenset()) -> _Window:
+            luma_at: frozenset[int] = frozenset(), keep_yuv: bool = False) -> _Window:
   """Opens the input and decodes one window.
 
   Args:
@@ -375,6 +437,7 @@ def _decode(source: Source, name: str, *, window_start: int, sampled: Sequence[i
     allow_seek: False decodes from the first frame (the fallback when a seek misses).
     last: the last frame to decode (default: the last sampled one).
     luma_at: frames whose luma planes to keep (`_Window.luma`), for optical flow.
+    keep_yuv: keep the sampled frames as decoded pictures (`yuv_frames.YuvFrames`).
   """
   with _open_video(source, name) as (container, stream, codec):
     if policy == "auto":
@@ -385,13 +448,13 @@ def _decode(source: Source, name: str, *, window_start: int, sampled: Sequence[i
         raise VideoDecodeError(name, f"codec {codec!r} exports no motion vectors")
       stream.codec_context.options = {"flags2": "+export_mvs"}
     win = _Window(start=window_start, motion_source=policy, codec=codec,
-                  clock=_Clock.of(stream), luma_at=luma_at)
+                  clock=_Clock.of(stream), luma_at=luma_at, keep_yuv=keep_yuv)
     try:
       return _decode_pass(container, stream, win, sampled, allow_seek, last)
     except _SeekOvershot:
       pass
   return _decode(source, name, window_start=window_start, sampled=sampled, policy=policy,
-                 allow_seek=False, last=last, luma_at=luma_at)
+                 allow_seek=False, last=last, luma_at=luma_at, keep_yuv=keep_yuv)
 
 
 def _check_indices(frame_indices: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -417,30 +480,35 @@ def _check_available(win: _Window, indices: np.ndarray, pad_short: bool, name: s
   return num_ok
 
 
-def _frames(win: _Window, indices: np.ndarray, num_ok: int) -> np.ndarray:
-  """uint8 [T, H, W, 3]: the sampled frames, the last frame repeated past the end."""
+def _frames(win: _Window, indices: np.ndarray,
+            num_ok: int) -> np.ndarray | yuv_frames.YuvFrames:
+  """uint8 [T, H, W, 3] (or its `YuvFrames` with `keep_yuv`): the sampled frames, the last frame
+  repeated past the end."""
   frames = [win.rgb[int(i)] for i in indices[:num_ok]]
   frames += [win.last_rgb] * (indices.size - num_ok)
-  return np.stack(frames)
+  return yuv_frames.YuvFrames(frames) if win.keep_yuv else np.stack(frames)
 
 
 def decode_frames(
-    source: Source,
+    source: Source | Opened,
     frame_indices: Sequence[int] | np.ndarray,
     *,
     pad_short: bool = False,
     name: str | None = None,
-) -> np.ndarray:
+    keep_yuv: bool = False,
+) -> np.ndarray | yuv_frames.YuvFrames:
   """Decodes only the RGB frames at `frame_indices` (no motion), e.g. for evaluation.
 
   Args:
-    source: a path or the file's bytes.
+    source: a path, the file's bytes, or an `Opened` video.
     frame_indices: sorted 0-based display-order indices.
     pad_short: repeat the last frame for indices past the end instead of raising.
     name: label for errors (default: the path).
+    keep_yuv: return the decoded pictures as `yuv_frames.YuvFrames` (converted to RGB when
+      cropped: the input pipeline's fast path).
 
   Returns:
-    uint8 [T, H, W, 3].
+    uint8 [T, H, W, 3], or its `YuvFrames`.
 
   Raises:
     VideoDecodeError: unusable input or frames past the end (without pad_short).
@@ -448,7 +516,8 @@ def decode_frames(
   name = _name_of(source, name)
   indices = _check_indices(frame_indices)
   with _reading(name):
-    win = _decode(source, name, window_start=int(indices[0]), sampled=indices, policy=None)
+    win = _decode(source, name, window_start=int(indices[0]), sampled=indices, policy=None,
+                  keep_yuv=keep_yuv)
     num_ok = _check_available(win, indices, pad_short, name)
     return _frames(win, indices, num_ok)
 
@@ -592,7 +661,7 @@ def _flow_motion(win: _Window, sampled: np.ndarray, first_gap: int, compensate_c
 
 
 def decode_clip(
-    source: Source,
+    source: Source | Opened,
     frame_indices: Sequence[int] | np.ndarray,
     *,
     motion: str = "auto",
@@ -602,11 +671,12 @@ def decode_clip(
     extra_indices: Sequence[int] | np.ndarray | None = None,
     flow_indices: Sequence[int] | np.ndarray | None = None,
     flow_preset: str = optical_flow.DEFAULT_PRESET,
+    keep_yuv: bool = False,
 ) -> clip_lib.Clip:
   """Decodes the sampled frames of a video and the motion at each of them.
 
   Args:
-    source: a path or the file's bytes.
+    source: a path, the file's bytes, or an `Opened` video.
     frame_indices: sorted 0-based display-order indices (repeats allowed).
     motion: "mv" = codec motion vectors (VideoDecodeError if the codec has none); "frame_diff" =
       mean absolute luma difference; "auto" = vectors if the codec exports them and the decoded
@@ -625,6 +695,9 @@ def decode_clip(
       (codec vectors or optical flow from the previous frame; with frame differences it stays
       None). Decoding runs on to the last of all the frames asked for.
     flow_preset: the OpenCV DIS preset for motion="flow" (`optical_flow.PRESETS`).
+    keep_yuv: `Clip.frames` and `Clip.extra_frames` stay the decoded pictures
+      (`yuv_frames.YuvFrames`), converted to RGB when cropped (`transforms.crop_resize`: the
+      input pipeline's fast path), both resampled alike.
 
   Returns:
     A checked `clip.Clip`.
@@ -646,7 +719,7 @@ def decode_clip(
   flow_at = _check_extra(flow_indices, "flow_indices", int(indices[0]))
   with _reading(name):
     return _clip(source, name, indices, motion, compensate_camera, pad_short, extra, flow_at,
-                 flow_preset)
+                 flow_preset, keep_yuv)
 
 
 def _check_extra(indices, field: str, minimum: int) -> np.ndarray | None:
@@ -658,10 +731,11 @@ def _check_extra(indices, field: str, minimum: int) -> np.ndarray | None:
   return indices
 
 
-def _clip(source: Source, name: str, indices: np.ndarray, motion: str, compensate_camera: bool,
-          pad_short: bool, extra: np.ndarray | None = None,
+def _clip(source: Source | Opened, name: str, indices: np.ndarray, motion: str,
+          compensate_camera: bool, pad_short: bool, extra: np.ndarray | None = None,
           flow_at: np.ndarray | None = None,
-          flow_preset: str = optical_flow.DEFAULT_PRESET) -> clip_lib.Clip:
+          flow_preset: str = optical_flow.DEFAULT_PRESET,
+          keep_yuv: bool = False) -> clip_lib.Clip:
   """`decode_clip` after its arguments were checked."""
   first_gap = max(int(indices[1] - indices[0]), 1) if indices.size > 1 else 1
   window_start = max(int(indices[0]) - first_gap + 1, 0)
@@ -670,11 +744,11 @@ def _clip(source: Source, name: str, indices: np.ndarray, motion: str, compensat
   luma_at = (_flow_luma_frames(indices, first_gap, flow_at)
              if motion == clip_lib.MOTION_FROM_FLOW else frozenset())
   win = _decode(source, name, window_start=window_start, sampled=rgb, policy=motion, last=last,
-                luma_at=luma_at)
+                luma_at=luma_at, keep_yuv=keep_yuv)
   if (motion == "auto" and win.motion_source == clip_lib.MOTION_FROM_VECTORS
       and not any(win.vector_counts[:int(indices[-1]) - window_start + 1])):
     win = _decode(source, name, window_start=window_start, sampled=rgb,
-                  policy=clip_lib.MOTION_FROM_FRAME_DIFF, last=last)
+                  policy=clip_lib.MOTION_FROM_FRAME_DIFF, last=last, keep_yuv=keep_yuv)
   num_ok = _check_available(win, indices, pad_short, name)
   if extra is not None:
     _check_available(win, np.sort(extra), pad_short, name)
@@ -704,8 +778,11 @@ def _clip(source: Source, name: str, indices: np.ndarray, motion: str, compensat
       frame_flow[:], frame_valid[:] = ok_frame_flow, ok_valid
   extra_frames = None
   if extra is not None:
-    extra_frames = np.stack([win.rgb.get(int(i), win.last_rgb) for i in extra]) if extra.size \
-        else np.zeros((0, *frames.shape[1:]), np.uint8)
+    picked = [win.rgb.get(int(i), win.last_rgb) for i in extra]
+    if not picked:
+      extra_frames = np.zeros((0, *frames.shape[1:]), np.uint8)
+    else:
+      extra_frames = yuv_frames.YuvFrames(picked) if keep_yuv else np.stack(picked)
   result = clip_lib.Clip(frames=frames, flow=flow, magnitude=magnitude, has_vectors=has_vectors,
                          motion_source=win.motion_source, frame_indices=indices, name=name,
                          extra_frames=extra_frames, extra_indices=extra,

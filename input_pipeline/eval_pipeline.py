@@ -96,12 +96,13 @@ class LoadViews(grain.transforms.Map):
   def _views(self, record: dict, name: str) -> np.ndarray:
     s = self.spec
     source = record["video"] if "video" in record else record["path"]
-    num = record.get("num_frames") or decode.probe(source, name=name).num_frames
-    lists = views_lib.temporal_views(num, clip_len=s.num_frames, stride=s.stride,
-                                     num_views=s.temporal_views,
-                                     segments=s.sampling == "segments")
-    union = views_lib.union_indices(lists)
-    frames = decode.decode_frames(source, union, pad_short=True, name=name)
+    with decode.opened(source, name=name) as video:  # one open for the probe and the decode
+      num = record.get("num_frames") or decode.probe(video).num_frames
+      lists = views_lib.temporal_views(num, clip_len=s.num_frames, stride=s.stride,
+                                       num_views=s.temporal_views,
+                                       segments=s.sampling == "segments")
+      union = views_lib.union_indices(lists)
+      frames = decode.decode_frames(video, union, pad_short=True, name=name)
     clip = clip_lib.without_motion(frames, union, name)
     return views_lib.make_views(clip, lists, crop_size=s.size, num_spatial=s.spatial_views)
 

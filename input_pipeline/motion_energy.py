@@ -15,7 +15,8 @@ Conventions:
   * The clip is the one the evaluation pipeline makes (`pipeline.LoadClip` with train=False): the
     centred window of `num_frames` frames `stride` apart (`sampling.sample_frame_indices`,
     mode "center"), decoded with `decode.decode_clip` (`motion` policy, `compensate_camera`,
-    pad_short), then `transforms.center_crop(clip, size, resize_short=size)`. The masks are
+    pad_short, the frames kept in YUV until the crop), then
+    `transforms.center_crop(clip, size, resize_short=size)`. The masks are
     steered exactly as the trainer steers them: `motion.to_token_slots(view.magnitude, tubelet)`
     (the 8-px motion grid of the crop, averaged over each tubelet) passed as `motion=` to
     `masking.make_mask` on the token grid (num_frames / tubelet, size / patch, size / patch),
@@ -147,15 +148,17 @@ def load_view(source: str | os.PathLike, *, num_frames: int, stride: int, size: 
   Raises:
     decode.VideoDecodeError: the video is unusable.
   """
-  num = decode.probe(source, name=name).num_frames
-  indices = sampling.sample_frame_indices(num, num_frames, stride, None, mode="center")
-  clip = decode.decode_clip(source, indices, motion=motion, compensate_camera=compensate_camera,
-                            pad_short=True, name=name, flow_preset=flow_preset)
+  with decode.opened(source, name=name) as video:  # as the pipeline: one open, frames in YUV
+    num = decode.probe(video).num_frames
+    indices = sampling.sample_frame_indices(num, num_frames, stride, None, mode="center")
+    clip = decode.decode_clip(video, indices, motion=motion, compensate_camera=compensate_camera,
+                              pad_short=True, name=name, flow_preset=flow_preset, keep_yuv=True)
+    first = int(indices[0]) - stride
+    before = None if first < 0 else decode.decode_frames(video, [first], pad_short=True,
+                                                         name=name, keep_yuv=True)
   view = transforms.center_crop(clip, size, resize_short=size)
-  first = int(indices[0]) - stride
-  if first < 0:
+  if before is None:
     return view, None
-  before = decode.decode_frames(source, [first], pad_short=True, name=name)
   before_clip = clip_lib.without_motion(before, np.array([first]), view.name)
   return view, transforms.center_crop(before_clip, size, resize_short=size).frames[0]
 

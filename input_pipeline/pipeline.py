@@ -126,9 +126,14 @@ class LoadClip(grain.transforms.RandomMap):
     spec = self.spec
     source = record["video"] if "video" in record else record["path"]
     name = record.get("name")
+    with decode.opened(source, name=name) as video:  # one open for the probe and the decode
+      return self._decode_opened(video, record, rng)
+
+  def _decode_opened(self, video: decode.Opened, record: dict, rng: np.random.Generator):
+    spec, name = self.spec, record.get("name")
     num = record.get("num_frames") or self._frame_counts.get(record.get("path"))
     if not num:
-      num = decode.probe(source, name=name).num_frames
+      num = decode.probe(video).num_frames
       if "path" in record:
         self._frame_counts[record["path"]] = num
     mode = "random" if spec.train else "center"
@@ -137,15 +142,15 @@ class LoadClip(grain.transforms.RandomMap):
     else:
       indices = sampling.sample_frame_indices(num, spec.num_frames, spec.stride, rng, mode=mode)
     if spec.mask_strategy is None:  # no mask to steer: frames only, no motion vectors read
-      frames = decode.decode_frames(source, indices, pad_short=True, name=name)
-      return clip_lib.without_motion(frames, indices, name or str(source))
+      frames = decode.decode_frames(video, indices, pad_short=True, name=name, keep_yuv=True)
+      return clip_lib.without_motion(frames, indices, video.name)
     extra = spec.between_indices(indices) if spec.between_frames else None
     flow_at = (trajectories.flow_frames(indices, spec.tubelet, spec.steps_tracked)
                if spec.trajectory_points else None)
-    clip = decode.decode_clip(source, indices, motion=spec.motion, name=name,
+    clip = decode.decode_clip(video, indices, motion=spec.motion, name=name,
                               compensate_camera=spec.compensate_camera, pad_short=True,
                               extra_indices=extra, flow_indices=flow_at,
-                              flow_preset=spec.flow_preset)
+                              flow_preset=spec.flow_preset, keep_yuv=True)
     if (spec.motion == "auto" and clip.motion_source != "mv" and not self._warned_fallback):
       self._warned_fallback = True  # once per process (worker): the data set needs preparing
       _log.warning("%s has no codec motion vectors: using luma frame differences (logged once; "

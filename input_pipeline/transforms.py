@@ -2,7 +2,9 @@
 
 Every transform here is a crop of the source frame (a box in source pixel coordinates, possibly
 fractional), resized to the output size, or a horizontal mirror. The frames are resampled with
-PIL's bilinear filter (antialiased when shrinking, as in VideoMAE's `GroupMultiScaleCrop`); the
+PIL's bilinear filter (antialiased when shrinking, as in VideoMAE's `GroupMultiScaleCrop`), or,
+for frames the decoder kept in YUV (the input pipeline), cropped and resized by swscale's
+bilinear filter in one pass (`yuv_frames`: ~1 grey level apart, 3x less CPU); the
 motion grid is resampled so that it stays aligned with the output frames:
 
 * The output grid is (S_h / 8, S_w / 8): output sizes must be multiples of `MOTION_CELL`.
@@ -33,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from input_pipeline import clip as clip_lib
+from input_pipeline import yuv_frames
 
 Clip = clip_lib.Clip
 MOTION_CELL = clip_lib.MOTION_CELL
@@ -126,9 +129,19 @@ def _source_cells(start: float, crop: float, out: int, grid: int) -> np.ndarray:
   return np.clip(np.floor((start + centres) / MOTION_CELL).astype(np.int64), 0, grid - 1)
 
 
-def _resize_frames(frames: np.ndarray, box: tuple[float, float, float, float],
+def _resize_frames(frames: np.ndarray | yuv_frames.YuvFrames,
+                   box: tuple[float, float, float, float],
                    out_hw: tuple[int, int]) -> np.ndarray:
-  """Crops `box` = (top, left, height, width) from every frame and resizes it bilinearly."""
+  """Crops `box` = (top, left, height, width) from every frame and resizes it bilinearly.
+
+  Frames still in YUV (`decode_clip(keep_yuv=True)`) are cropped and resized by swscale in one
+  pass where the box allows it (`yuv_frames`), else converted first and resized here with PIL.
+  """
+  if isinstance(frames, yuv_frames.YuvFrames):
+    out = frames.crop_resize(box, out_hw)
+    if out is not None:
+      return out
+    frames = np.asarray(frames)
   top, left, crop_h, crop_w = box
   out_h, out_w = out_hw
   if (crop_h, crop_w) == out_hw and float(top).is_integer() and float(left).is_integer():

@@ -122,7 +122,7 @@ def _small_suite_env(results: pathlib.Path) -> dict:
   return env
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark  # ~60 s: outside the suite's budget; .ci/run runs it after the suite
 def test_accelerator_suite_small_runs_end_to_end(tmp_path):
   results = tmp_path / "results.md"
   results.write_text("# existing\n")

@@ -127,15 +127,19 @@ def test_per_process_batch_must_hold_whole_repeats(source):
     pipeline.make_dataset(source, SPEC, batch_size=3, seed=0)
 
 
-def test_each_file_is_probed_once_across_epochs(source, monkeypatch):
+def test_each_file_is_probed_once_across_epochs_and_opened_once_per_clip(source, monkeypatch):
   from input_pipeline import decode  # pylint: disable=g-import-not-at-top
-  calls = []
-  real_probe = decode.probe
-  monkeypatch.setattr(decode, "probe", lambda src, name=None: calls.append(src) or
+  calls, opens = [], []
+  real_probe, real_open = decode.probe, decode.av.open
+  monkeypatch.setattr(decode, "probe", lambda src, name=None: calls.append(src.source) or
                       real_probe(src, name=name))
+  monkeypatch.setattr(decode.av, "open", lambda file, **kw: opens.append(file) or
+                      real_open(file, **kw))
   load = pipeline.LoadClip(SPEC)
   rng = np.random.default_rng(0)
   for _ in range(2):  # two epochs over the six videos
     for i in range(len(source)):
       assert "failed" not in load.random_map(source[i], rng)
-  assert sorted(calls) == sorted(source[i]["path"] for i in range(len(source)))
+  paths = sorted(source[i]["path"] for i in range(len(source)))
+  assert sorted(calls) == paths
+  assert sorted(opens) == sorted(paths * 2)  # the probe and the decode share one open
