@@ -34,7 +34,8 @@ time, all threads): it is what is left once other jobs on a shared machine are f
 
   paths   LoadClip's per-video work the old way (a probe of its own, RGB of every full frame, PIL
           crop + resize) and the current way (`decode.opened`, frames kept in YUV, swscale crop +
-          resize), interleaved video by video with the same crop boxes: CPU ms per video.
+          resize), interleaved video by video with the same crop boxes and with the floor: CPU
+          ms per video, and floor / way = one thread's per-core efficiency, robust to load.
 
 Ends with ONE JSON line: cpu_count, floor_clips_per_s, rows, c_over_a {stride2, stride4} (prepared
 data; bframes_stride2/4 too), paths, min_efficiency (over thread rows), profile, and clips_per_s:
@@ -210,7 +211,8 @@ def _c_over_a(windows, spec: pipeline.ClipSpec, passes: int) -> dict:
 
   wall = {'a': [], 'c': []}
   cpu = {'a': [], 'c': []}
-  a(*windows[0]), c(*windows[0])  # warm-up
+  for window in windows[:8]:  # warm-up: the first clips of a process run slow (allocator, caches)
+    a(*window), c(*window)
   for p in range(passes):
     total = {k: [0.0, 0.0] for k in wall}
     for i, window in enumerate(windows):
@@ -230,11 +232,15 @@ def _c_over_a(windows, spec: pipeline.ClipSpec, passes: int) -> dict:
 
 
 def _paths(windows, spec: pipeline.ClipSpec, passes: int) -> dict:
-  """CPU ms per video of LoadClip's per-video work, the old way and the current way, interleaved
-  video by video (the order alternating), the same crop box for both:
+  """CPU ms per video of LoadClip's per-video work, the old way and the current way, and of the
+  floor, interleaved video by video (the order rotating), the same crop box for both ways:
 
+    floor: decode_frames (RGB of the sampled frames, no motion): (a)
     eager: probe (an open of its own), decode_clip (RGB of every full frame), PIL crop + resize
     yuv:   one open for probe and decode, frames kept in YUV, swscale crop + resize
+
+  floor / yuv is the per-core efficiency of one thread measured clip by clip, which a loaded
+  machine moves far less than the pipeline rows (whose floor is timed before and after).
   """
   rng = np.random.default_rng(_SEED.value)
   boxes = []
@@ -257,23 +263,34 @@ def _paths(windows, spec: pipeline.ClipSpec, passes: int) -> dict:
       clip = decode.decode_clip(video, indices, motion='mv', pad_short=True, keep_yuv=True)
     return transforms.crop_resize(clip, box, (spec.size, spec.size))
 
-  cpu = {'eager': [], 'yuv': []}
-  eager(*windows[0], boxes[0]), yuv(*windows[0], boxes[0])  # warm-up
+  def floor(path, indices, box):
+    del box
+    decode.decode_frames(path, indices, pad_short=True)
+
+  fns = [('floor', floor), ('eager', eager), ('yuv', yuv)]
+  cpu = {name: [] for name, _ in fns}
+  for window, box in list(zip(windows, boxes))[:8]:  # warm-up, as in `_c_over_a`
+    for _, fn in fns:
+      fn(*window, box)
   for p in range(passes):
     total = dict.fromkeys(cpu, 0.0)
     for i, (window, box) in enumerate(zip(windows, boxes)):
-      for name, fn in ((('eager', eager), ('yuv', yuv)) if (i + p) % 2 == 0 else
-                       (('yuv', yuv), ('eager', eager))):
+      shift = (i + p) % len(fns)
+      for name, fn in fns[shift:] + fns[:shift]:
         c0 = time.process_time()
         fn(*window, box)
         total[name] += time.process_time() - c0
     for name, value in total.items():
       cpu[name].append(value)
   n = len(windows)
-  return {'eager_cpu_ms': round(1e3 * statistics.median(cpu['eager']) / n, 2),
+  def ratio(top, bottom):
+    return round(statistics.median(t / b for t, b in zip(cpu[top], cpu[bottom])), 3)
+
+  return {'floor_cpu_ms': round(1e3 * statistics.median(cpu['floor']) / n, 2),
+          'eager_cpu_ms': round(1e3 * statistics.median(cpu['eager']) / n, 2),
           'yuv_cpu_ms': round(1e3 * statistics.median(cpu['yuv']) / n, 2),
-          'yuv_over_eager': round(statistics.median(y / e for y, e in zip(cpu['yuv'],
-                                                                          cpu['eager'])), 3)}
+          'yuv_over_eager': ratio('yuv', 'eager'),
+          'efficiency_eager': ratio('floor', 'eager'), 'efficiency_yuv': ratio('floor', 'yuv')}
 
 
 def _pipeline_row(source, spec: pipeline.ClipSpec, *, threads: int, workers: int, batch: int,
@@ -488,8 +505,10 @@ def _print_table(result: dict) -> None:
     print(f'{key}: (a) {d["a_clips_per_s"]:.1f} clips/s, (c) {d["c_clips_per_s"]:.1f}: '
           f'(c)/(a) = {d["c_over_a"]:.3f} wall, {d["c_over_a_cpu"]:.3f} CPU (target >= 0.90)')
   for key, d in result['paths'].items():
-    print(f'{key}: per video, CPU: eager (probe, RGB, PIL crop) {d["eager_cpu_ms"]:.1f} ms, '
-          f'yuv (one open, swscale crop) {d["yuv_cpu_ms"]:.1f} ms: {d["yuv_over_eager"]:.3f}')
+    print(f'{key}: per video, CPU: floor {d["floor_cpu_ms"]:.1f} ms, eager (probe, RGB, PIL '
+          f'crop) {d["eager_cpu_ms"]:.1f} ms, yuv (one open, swscale crop) '
+          f'{d["yuv_cpu_ms"]:.1f} ms: yuv / eager {d["yuv_over_eager"]:.3f}; one-core efficiency '
+          f'floor / eager {d["efficiency_eager"]:.3f}, floor / yuv {d["efficiency_yuv"]:.3f}')
   if result['profile']:
     p = result['profile']
     print(f'\nper video, single thread, CPU time: {p["cpu_ms_per_video"]:.1f} ms = ' + ', '.join(

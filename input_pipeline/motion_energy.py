@@ -15,8 +15,7 @@ Conventions:
   * The clip is the one the evaluation pipeline makes (`pipeline.LoadClip` with train=False): the
     centred window of `num_frames` frames `stride` apart (`sampling.sample_frame_indices`,
     mode "center"), decoded with `decode.decode_clip` (`motion` policy, `compensate_camera`,
-    pad_short, the frames kept in YUV until the crop), then
-    `transforms.center_crop(clip, size, resize_short=size)`. The masks are
+    pad_short), then `transforms.center_crop(clip, size, resize_short=size)`. The masks are
     steered exactly as the trainer steers them: `motion.to_token_slots(view.magnitude, tubelet)`
     (the 8-px motion grid of the crop, averaged over each tubelet) passed as `motion=` to
     `masking.make_mask` on the token grid (num_frames / tubelet, size / patch, size / patch),
@@ -148,14 +147,14 @@ def load_view(source: str | os.PathLike, *, num_frames: int, stride: int, size: 
   Raises:
     decode.VideoDecodeError: the video is unusable.
   """
-  with decode.opened(source, name=name) as video:  # as the pipeline: one open, frames in YUV
+  with decode.opened(source, name=name) as video:  # as the pipeline: one open
     num = decode.probe(video).num_frames
     indices = sampling.sample_frame_indices(num, num_frames, stride, None, mode="center")
     clip = decode.decode_clip(video, indices, motion=motion, compensate_camera=compensate_camera,
-                              pad_short=True, name=name, flow_preset=flow_preset, keep_yuv=True)
+                              pad_short=True, name=name, flow_preset=flow_preset)
     first = int(indices[0]) - stride
     before = None if first < 0 else decode.decode_frames(video, [first], pad_short=True,
-                                                         name=name, keep_yuv=True)
+                                                         name=name)
   view = transforms.center_crop(clip, size, resize_short=size)
   if before is None:
     return view, None

@@ -9,6 +9,10 @@ Each element is a dict of NumPy arrays: "frames" uint8 [R, T, S, S, 3], "mask" b
 repeated-sampling count: R crops and masks of one decoded video (decoding is the expensive part).
 Batches stack B/R elements; `flatten_repeats` turns a batch into B clips.
 
+Each video is opened once for its frame count and its decode (`decode.opened`). Training clips
+keep their frames in YUV until the crop, which swscale converts and resizes in one pass
+(`yuv_frames`, ~1 grey level from the PIL resize that evaluation clips still use).
+
 Finetuning clips (`ClipSpec.mask_strategy=None`) have no "mask" and no motion (frames are decoded
 without vectors); their views follow VideoMAE's finetuning augmentation in this order: crop
 (`crop`: random-resized or multi-scale), flip, RandAugment (the same ops on every frame),
@@ -142,7 +146,8 @@ class LoadClip(grain.transforms.RandomMap):
     else:
       indices = sampling.sample_frame_indices(num, spec.num_frames, spec.stride, rng, mode=mode)
     if spec.mask_strategy is None:  # no mask to steer: frames only, no motion vectors read
-      frames = decode.decode_frames(video, indices, pad_short=True, name=name, keep_yuv=True)
+      frames = decode.decode_frames(video, indices, pad_short=True, name=name,
+                                    keep_yuv=spec.train)
       return clip_lib.without_motion(frames, indices, video.name)
     extra = spec.between_indices(indices) if spec.between_frames else None
     flow_at = (trajectories.flow_frames(indices, spec.tubelet, spec.steps_tracked)
@@ -150,7 +155,7 @@ class LoadClip(grain.transforms.RandomMap):
     clip = decode.decode_clip(video, indices, motion=spec.motion, name=name,
                               compensate_camera=spec.compensate_camera, pad_short=True,
                               extra_indices=extra, flow_indices=flow_at,
-                              flow_preset=spec.flow_preset, keep_yuv=True)
+                              flow_preset=spec.flow_preset, keep_yuv=spec.train)
     if (spec.motion == "auto" and clip.motion_source != "mv" and not self._warned_fallback):
       self._warned_fallback = True  # once per process (worker): the data set needs preparing
       _log.warning("%s has no codec motion vectors: using luma frame differences (logged once; "

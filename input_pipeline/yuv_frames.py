@@ -13,12 +13,19 @@ generated videos (bounds tested in tests/test_yuv_frames.py):
   average, with no shift (alignment is tested);
 * chroma is resized on its own 4:2:0 grid and only then converted, so colour edges are a little
   softer: RGB differs by 1.3-1.9 levels on average at VideoMAE's crop scales (up to 3 for a 2.2x
-  shrink); a crop starting at an odd row or column takes its chroma from the sample half a
-  pixel up / left;
-* only integer crop boxes of 8-bit 4:2:0 pictures take this path. Fractional boxes (the
-  evaluation crop after `resize_short`), crops of the frame's own size, and other pixel formats
-  are converted to RGB first (`np.asarray`) and take the eager path, bit-identical to before.
+  shrink). A crop starting at an odd row or column interpolates its chroma halfway between two
+  samples (`_crop_picture`), so colour stays aligned with luma;
+* only integer crop boxes of 8-bit 4:2:0 pictures take this path (a box of the output's own size
+  is converted only, not resized). Fractional boxes (the evaluation crop after `resize_short`)
+  and other pixel formats are converted to RGB first (`np.asarray`) and take the eager path,
+  bit-identical to before.
 
+A `YuvFrames` lives inside one map call (decode, crop): it cannot be pickled, so a clip holding
+one must not cross a grain process boundary.
+
+The input pipeline keeps YUV for training clips only (`pipeline.LoadClip` with `train`: every
+multi-scale and random-resized crop box is integer, so every training view takes this path);
+evaluation clips, the multi-view test and the analysis tools decode to RGB and use PIL as before.
 Everything that does not crop sees the frames as uint8 [T, H, W, 3] through `np.asarray`.
 """
 
@@ -68,9 +75,13 @@ class YuvFrames:
     if self._rgb is None:
       converter = av_reformatter.VideoReformatter()
       converted: dict[int, np.ndarray] = {}
-      self._rgb = np.stack([converted.setdefault(id(p), _to_rgb(converter, p))
-                            for p in self.pictures])
-    return self._rgb if dtype is None else self._rgb.astype(dtype)
+      for p in self.pictures:  # a repeated picture (padding) is converted once
+        if id(p) not in converted:
+          converted[id(p)] = _to_rgb(converter, p)
+      self._rgb = np.stack([converted[id(p)] for p in self.pictures])
+    if dtype is not None and np.dtype(dtype) != self._rgb.dtype:
+      return self._rgb.astype(dtype)
+    return self._rgb.copy() if copy else self._rgb  # never hand out the cache to write into
 
   def crop_resize(self, box: tuple[float, float, float, float],
                   out_hw: tuple[int, int]) -> np.ndarray | None:
@@ -79,7 +90,6 @@ class YuvFrames:
     top, left, crop_h, crop_w = (float(v) for v in box)
     _, height, width, _ = self.shape
     if (not all(v.is_integer() for v in (top, left, crop_h, crop_w))
-        or (int(crop_h), int(crop_w)) == tuple(out_hw)
         or any(p.format.name not in _CROPPABLE for p in self.pictures)):
       return None
     top, left, crop_h, crop_w = int(top), int(left), int(crop_h), int(crop_w)
@@ -103,14 +113,33 @@ class YuvFrames:
 
 def _crop_picture(picture: av.VideoFrame, top: int, left: int, height: int,
                   width: int) -> av.VideoFrame:
-  """A new 4:2:0 picture holding the box's pixels: luma exact, chroma from rows / columns
-  top // 2 and left // 2 on (ceil(height / 2) x ceil(width / 2) samples)."""
+  """A new 4:2:0 picture holding the box's pixels (same colour range and space).
+
+  Luma is copied exactly. Chroma sample j of the crop sits where luma column left + 2j is: for
+  an even `left` that is source sample left / 2 + j, for an odd one halfway between samples
+  left // 2 + j and the next, so their mean is taken (rows likewise; the last sample repeats at
+  the edge). Copying sample left // 2 + j instead would shift colour against luma by half a
+  pixel in every crop with an odd offset, about half of VideoMAE's fixed crop positions.
+  """
   crop = av.VideoFrame(width, height, picture.format.name)
   crop.colorspace, crop.color_range = picture.colorspace, picture.color_range
   for k, (src, dst) in enumerate(zip(picture.planes, crop.planes)):
-    y0, x0, h, w = (top, left, height, width) if k == 0 else (
-        top // 2, left // 2, (height + 1) // 2, (width + 1) // 2)
-    src_rows = np.frombuffer(src, np.uint8).reshape(src.height, src.line_size)
+    src_rows = np.frombuffer(src, np.uint8).reshape(src.height, src.line_size)[:, :src.width]
     dst_rows = np.frombuffer(dst, np.uint8).reshape(dst.height, dst.line_size)
-    dst_rows[:, :w] = src_rows[y0:y0 + h, x0:x0 + w]
+    if k == 0:
+      dst_rows[:, :width] = src_rows[top:top + height, left:left + width]
+      continue
+    h, w = dst.height, dst.width
+    odd_y, odd_x = top % 2, left % 2
+    rows = np.minimum(np.arange(top // 2, top // 2 + h + odd_y), src.height - 1)
+    cols = np.minimum(np.arange(left // 2, left // 2 + w + odd_x), src.width - 1)
+    block = src_rows[rows[:, None], cols[None, :]] if (odd_y or odd_x) else (
+        src_rows[top // 2:top // 2 + h, left // 2:left // 2 + w])
+    if odd_y or odd_x:
+      block = block.astype(np.uint16)
+      if odd_y:
+        block = (block[:-1] + block[1:] + 1) >> 1
+      if odd_x:
+        block = (block[:, :-1] + block[:, 1:] + 1) >> 1
+    dst_rows[:, :w] = block
   return crop

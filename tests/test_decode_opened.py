@@ -41,6 +41,17 @@ def test_probe_and_decode_share_one_open(videos, opens):
   np.testing.assert_array_equal(again, decode.decode_frames(path, [2, 4]))
 
 
+def test_an_opened_video_used_after_its_block_opens_the_file_again(videos, opens):
+  path = videos[0]
+  with decode.opened(path) as video:
+    pass
+  assert video.handle is None  # closed: never handed to a decode
+  np.testing.assert_array_equal(decode.decode_frames(video, [0, 3]),
+                                decode.decode_frames(path, [0, 3]))
+  assert decode.probe(video).num_frames == 16
+  assert len(opens) == 4  # the block, the decode (again), the reference decode, the probe
+
+
 def test_a_header_without_a_frame_count_still_decodes(videos):
   path = videos[1]
   with decode.opened(path) as video:

@@ -116,13 +116,12 @@ def test_pipeline_between_frames_are_the_decoded_frames_cropped_alike(moving_squ
   indices = np.array([7, 10, 13, 16])
   between = spec.between_indices(indices)
   assert between.tolist() == [8, 9, 14, 15]
-  # The pipeline keeps frames in YUV until the crop (`yuv_frames`): both resampled alike.
-  frames = decode.decode_frames(moving_square.path, between, keep_yuv=True)
+  frames = decode.decode_frames(moving_square.path, between)
   want = transforms.center_crop(clip_lib.without_motion(frames, between), 64, resize_short=64)
   np.testing.assert_array_equal(out["between"][0].reshape(-1, 64, 64, 3), want.frames)
   np.testing.assert_array_equal(out["frames"][0], transforms.center_crop(
-      clip_lib.without_motion(decode.decode_frames(moving_square.path, indices, keep_yuv=True),
-                              indices), 64, resize_short=64).frames)
+      clip_lib.without_motion(decode.decode_frames(moving_square.path, indices), indices), 64,
+      resize_short=64).frames)
 
 
 def test_vectorless_video_is_not_scored_and_does_not_fail(tmp_path):
