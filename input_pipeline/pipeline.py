@@ -127,10 +127,8 @@ class LoadClip(grain.transforms.RandomMap):
     return out
 
   def _decode(self, record: dict, rng: np.random.Generator):
-    spec = self.spec
     source = record["video"] if "video" in record else record["path"]
-    name = record.get("name")
-    with decode.opened(source, name=name) as video:  # one open for the probe and the decode
+    with decode.opened(source, name=record.get("name")) as video:  # one open for the probe and the decode
       return self._decode_opened(video, record, rng)
 
   def _decode_opened(self, video: decode.Opened, record: dict, rng: np.random.Generator):
