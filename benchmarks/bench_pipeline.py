@@ -20,9 +20,14 @@ Measured, side by side in one run:
           clip by clip with (a), at strides 2 and 4 (as in bench_input_pipeline.py).
   rows    `pipeline.make_dataset` (open + probe, decode + vectors with the frames kept in YUV,
           multi-scale crop to 224 by swscale, MGM mask 0.75, batching) with `num_threads` = 1,
-          2, 4, ..., --max_threads (threads in this process), and `num_workers` = --workers (processes, `mp_prefetch`, one thread each), for
-          repeats 1 and 2, on both data sets. One warm-up batch, then enough batches for
-          --num_clips clips (default: --clips_per_core per core) are timed.
+          2, 4, ..., --max_threads (threads in this process), and `num_workers` = --workers
+          (processes, `mp_prefetch`, one thread each), for repeats 1 and 2, on both data sets.
+          One warm-up batch, then enough batches for --num_clips clips (default:
+          --clips_per_core per core) are timed.
+  paths   LoadClip's per-video work the old way (a probe of its own, RGB of every full frame, PIL
+          crop + resize) and the current way (`decode.opened`, frames kept in YUV, swscale crop +
+          resize), interleaved video by video with the same crop boxes and with the floor: CPU
+          ms per video, and floor / way = one thread's per-core efficiency, robust to load.
   profile one video at a time through `pipeline.LoadClip`'s calls + batching, time per stage
           (open_probe: opening the file and reading its header; the decode reuses the open), and
           the top functions under cProfile.
@@ -32,15 +37,10 @@ workers, decoded videos/s = clips/s / repeats (a video is decoded once for its R
 >= 0.8. `cpu_efficiency` (thread rows) = floor CPU s per clip / pipeline CPU s per video (process
 time, all threads): it is what is left once other jobs on a shared machine are factored out.
 
-  paths   LoadClip's per-video work the old way (a probe of its own, RGB of every full frame, PIL
-          crop + resize) and the current way (`decode.opened`, frames kept in YUV, swscale crop +
-          resize), interleaved video by video with the same crop boxes and with the floor: CPU
-          ms per video, and floor / way = one thread's per-core efficiency, robust to load.
-
 Ends with ONE JSON line: cpu_count, floor_clips_per_s, rows, c_over_a {stride2, stride4} (prepared
 data; bframes_stride2/4 too), paths, min_efficiency (over thread rows), profile, and clips_per_s:
-the best row with the most cores on prepared data at repeats 1 (what a training run with the default
-config gets; the accelerator suite reads it).
+the best row with the most cores on prepared data at repeats 1 (what a training run with the
+default config gets; the accelerator suite reads it).
 """
 
 from __future__ import annotations
@@ -245,12 +245,9 @@ def _paths(windows, spec: pipeline.ClipSpec, passes: int) -> dict:
   rng = np.random.default_rng(_SEED.value)
   boxes = []
   for path, _ in windows:
-    image_hw = decode.probe(path)
-    image_hw = (image_hw.height, image_hw.width)
-    pairs = transforms.crop_size_candidates(image_hw, (spec.size, spec.size), scales=spec.scales)
-    crop_hw = pairs[rng.integers(len(pairs))]
-    offsets = transforms.fixed_offset_candidates(image_hw, crop_hw)
-    boxes.append((*offsets[rng.integers(len(offsets))], *crop_hw))
+    info = decode.probe(path)
+    boxes.append(transforms.multi_scale_box((info.height, info.width), spec.size, rng,
+                                            scales=spec.scales))
 
   def eager(path, indices, box):
     decode.probe(path)
@@ -283,6 +280,7 @@ def _paths(windows, spec: pipeline.ClipSpec, passes: int) -> dict:
     for name, value in total.items():
       cpu[name].append(value)
   n = len(windows)
+
   def ratio(top, bottom):
     return round(statistics.median(t / b for t, b in zip(cpu[top], cpu[bottom])), 3)
 

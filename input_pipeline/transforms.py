@@ -185,6 +185,27 @@ def crop_resize(clip: Clip, box: tuple[float, float, float, float],
   return out
 
 
+def multi_scale_box(
+    image_hw: tuple[int, int],
+    size: Size,
+    rng: np.random.Generator,
+    *,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    max_distort: int = 1,
+    more_fix_crop: bool = True,
+) -> tuple[int, int, int, int]:
+  """The (top, left, height, width) box of `multi_scale_crop`, in integer source pixels.
+
+  Draws a (crop_h, crop_w) uniformly from `crop_size_candidates`, then a (top, left) uniformly from
+  `fixed_offset_candidates` (arguments as `multi_scale_crop`'s).
+  """
+  pairs = crop_size_candidates(image_hw, _as_hw(size), scales=scales, max_distort=max_distort)
+  crop_hw = pairs[rng.integers(len(pairs))]
+  offsets = fixed_offset_candidates(image_hw, crop_hw, more_fix_crop=more_fix_crop)
+  top, left = offsets[rng.integers(len(offsets))]
+  return (top, left, *crop_hw)
+
+
 def multi_scale_crop(
     clip: Clip,
     size: Size,
@@ -196,9 +217,8 @@ def multi_scale_crop(
 ) -> Clip:
   """VideoMAE's GroupMultiScaleCrop on a clip: one random crop for all frames, then a resize.
 
-  Draws a (crop_h, crop_w) uniformly from `crop_size_candidates`, then a (top, left) uniformly from
-  `fixed_offset_candidates`, crops every frame there and resizes it to `size` (bilinear). The
-  motion follows (module docstring).
+  Crops every frame at one `multi_scale_box` and resizes it to `size` (bilinear). The motion
+  follows (module docstring).
 
   Args:
     clip: the decoded clip.
@@ -211,13 +231,9 @@ def multi_scale_crop(
   Returns:
     The cropped clip, frames uint8 [T, size_h, size_w, 3], motion grid (size_h / 8, size_w / 8).
   """
-  out_hw = _as_hw(size)
-  image_hw = clip.frames.shape[1:3]
-  pairs = crop_size_candidates(image_hw, out_hw, scales=scales, max_distort=max_distort)
-  crop_hw = pairs[rng.integers(len(pairs))]
-  offsets = fixed_offset_candidates(image_hw, crop_hw, more_fix_crop=more_fix_crop)
-  top, left = offsets[rng.integers(len(offsets))]
-  return crop_resize(clip, (top, left, *crop_hw), out_hw)
+  box = multi_scale_box(clip.frames.shape[1:3], size, rng, scales=scales,
+                        max_distort=max_distort, more_fix_crop=more_fix_crop)
+  return crop_resize(clip, box, _as_hw(size))
 
 
 def resized_crop_box(

@@ -43,8 +43,9 @@ _INTERPOLATION = (av_reformatter.Interpolation.BILINEAR | av_reformatter.Interpo
                   | av_reformatter.Interpolation.BITEXACT)
 
 
-def _to_rgb(converter: av_reformatter.VideoReformatter, frame: av.VideoFrame) -> np.ndarray:
-  """The eager path's conversion: the whole picture, same call as `decode._decode_pass`."""
+def to_rgb(converter: av_reformatter.VideoReformatter, frame: av.VideoFrame) -> np.ndarray:
+  """uint8 [H, W, 3]: the whole picture in RGB, the eager path's conversion (`decode` uses it
+  too, so `np.asarray(YuvFrames)` is the eager frames bit for bit)."""
   return converter.reformat(frame, format="rgb24").to_ndarray()
 
 
@@ -77,7 +78,7 @@ class YuvFrames:
       converted: dict[int, np.ndarray] = {}
       for p in self.pictures:  # a repeated picture (padding) is converted once
         if id(p) not in converted:
-          converted[id(p)] = _to_rgb(converter, p)
+          converted[id(p)] = to_rgb(converter, p)
       self._rgb = np.stack([converted[id(p)] for p in self.pictures])
     if dtype is not None and np.dtype(dtype) != self._rgb.dtype:
       return self._rgb.astype(dtype)
@@ -129,17 +130,17 @@ def _crop_picture(picture: av.VideoFrame, top: int, left: int, height: int,
     if k == 0:
       dst_rows[:, :width] = src_rows[top:top + height, left:left + width]
       continue
-    h, w = dst.height, dst.width
+    y0, x0, h, w = top // 2, left // 2, dst.height, dst.width
     odd_y, odd_x = top % 2, left % 2
-    rows = np.minimum(np.arange(top // 2, top // 2 + h + odd_y), src.height - 1)
-    cols = np.minimum(np.arange(left // 2, left // 2 + w + odd_x), src.width - 1)
-    block = src_rows[rows[:, None], cols[None, :]] if (odd_y or odd_x) else (
-        src_rows[top // 2:top // 2 + h, left // 2:left // 2 + w])
-    if odd_y or odd_x:
-      block = block.astype(np.uint16)
-      if odd_y:
-        block = (block[:-1] + block[1:] + 1) >> 1
-      if odd_x:
-        block = (block[:, :-1] + block[:, 1:] + 1) >> 1
+    if not (odd_y or odd_x):
+      dst_rows[:, :w] = src_rows[y0:y0 + h, x0:x0 + w]
+      continue
+    rows = np.minimum(np.arange(y0, y0 + h + odd_y), src.height - 1)
+    cols = np.minimum(np.arange(x0, x0 + w + odd_x), src.width - 1)
+    block = src_rows[np.ix_(rows, cols)].astype(np.uint16)
+    if odd_y:
+      block = (block[:-1] + block[1:] + 1) >> 1
+    if odd_x:
+      block = (block[:, :-1] + block[:, 1:] + 1) >> 1
     dst_rows[:, :w] = block
   return crop
