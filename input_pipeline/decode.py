@@ -1,13 +1,14 @@
 """Decoding clips with PyAV: the sampled RGB frames plus the motion that goes with them.
 
 `decode_clip` decodes only what a clip needs: it seeks to the keyframe at or before the first
-frame needed, decodes in display order up to the last sampled frame and converts only the sampled
-frames to RGB. Motion comes from the codec's motion vectors (FFmpeg exports them while decoding)
-or, for codecs without vectors, from luma frame differences read straight from the decoded Y plane.
-`motion.py` has the conventions: signs, accumulation over the sampling stride, filling frames
-without vectors (I-frames), the first sampled frame. `motion="flow"` computes dense optical flow
-(`optical_flow.py`, OpenCV DIS) between the luma planes of consecutive sampled frames instead:
-any codec, same conventions (`_flow_motion`).
+frame needed (with codec vectors: the first sampled frame, as for RGB alone; its interval's motion
+starts at that keyframe), decodes in display order up to the last sampled frame and converts only
+the sampled frames to RGB. Motion comes from the codec's motion vectors (FFmpeg exports them while
+decoding) or, for codecs without vectors, from luma frame differences read straight from the
+decoded Y plane. `motion.py` has the conventions: signs, accumulation over the sampling stride,
+filling frames without vectors (I-frames), the first sampled frame. `motion="flow"` computes dense
+optical flow (`optical_flow.py`, OpenCV DIS) between the luma planes of consecutive sampled frames
+instead: any codec, same conventions (`_flow_motion`).
 
 Frame indices are 0-based in display order. The index of the first frame decoded after a seek
 comes from its timestamp ((pts - stream start) x time base x frame rate, rounded); the following
@@ -374,7 +375,9 @@ def _decode_pass(
 
   Collects the RGB of the `sampled` frames (with `win.keep_yuv`, their decoded pictures) and, for
   every frame of the window, its motion vectors or its per-cell luma difference to the previous
-  frame, as `win.motion_source` asks, and a copy of the luma plane of each frame in `win.luma_at` (optical flow; these may precede the window).
+  frame, as `win.motion_source` asks, and a copy of the luma plane of each frame in `win.luma_at`
+  (optical flow; these may precede the window). With vectors, `win.start` moves up to the
+  keyframe at or before the first sampled frame if that is later.
   RGB conversion reuses one converter for the pass (`frame.to_ndarray(format=...)` builds a new
   one per frame): the same pixels, ~8% less CPU per clip.
   """
@@ -389,6 +392,11 @@ def _decode_pass(
   want_vectors = win.motion_source == clip_lib.MOTION_FROM_VECTORS
   want_luma = win.motion_source == clip_lib.MOTION_FROM_FRAME_DIFF
   seek_to = max(win.start - 1 if want_luma else win.start, 0)  # luma needs the frame before
+  # Codec vectors: the window does not reach back past the keyframe at or before the first
+  # sampled frame (`motion.py`, "Intervals"): seek to that frame, and start the window again at
+  # a keyframe found on the way (the same rule with and without a seek).
+  first = int(min(sampled)) if want_vectors else -1
+  seek_to = max(seek_to, first)
   seek_to = max(min(seek_to, min(win.luma_at, default=seek_to)), 0)
   seeked = allow_seek and seek_to > 0 and clock.usable
   if seeked:
@@ -403,6 +411,8 @@ def _decode_pass(
         if index is None or index > seek_to:
           raise _SeekOvershot()
         index = max(index, 0)
+        if want_vectors and index > win.start:  # (a seek lands on a keyframe)
+          win.start = index
       else:
         index += 1
         if index == 0:
@@ -412,6 +422,10 @@ def _decode_pass(
       win.last_seen = index
       if index in win.luma_at:
         win.luma[index] = _luma_copy(frame)
+      if want_vectors and win.start < index <= first and frame.key_frame:
+        win.start = index  # drop the motion of the frames before this keyframe
+        win.vector_counts.clear()
+        win.vector_bytes.clear()
       if index >= win.start:
         if want_vectors:
           win.vector_counts.append(_read_vectors(frame, win.vector_bytes))
@@ -757,7 +771,7 @@ def _clip(source: Source | Opened, name: str, indices: np.ndarray, motion: str,
   win = _decode(source, name, window_start=window_start, sampled=rgb, policy=motion, last=last,
                 luma_at=luma_at, keep_yuv=keep_yuv)
   if (motion == "auto" and win.motion_source == clip_lib.MOTION_FROM_VECTORS
-      and not any(win.vector_counts[:int(indices[-1]) - window_start + 1])):
+      and not any(win.vector_counts[:int(indices[-1]) - win.start + 1])):
     win = _decode(source, name, window_start=window_start, sampled=rgb,
                   policy=clip_lib.MOTION_FROM_FRAME_DIFF, last=last, keep_yuv=keep_yuv)
   num_ok = _check_available(win, indices, pad_short, name)

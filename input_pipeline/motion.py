@@ -23,8 +23,11 @@ Conventions:
     over blocks or frames, and no BLAS (whose threads cost milliseconds on a busy machine).
   * Intervals and accumulation (`interval_weights`): the motion of sampled frame i_t is the mean
     per-frame motion over all frames in (i_{t-1}, i_t]. The first sampled frame uses the same gap
-    as the next step (1 for single-frame clips), i.e. frames (i_0 - gap, i_0], clipped at frame 0:
-    the mean is then over the frames that exist.
+    as the next step (1 for single-frame clips), i.e. frames (i_0 - gap, i_0], clipped at frame 0
+    and, for codec vectors, at the keyframe i_0 is decoded from (`decode.py`): the mean is then
+    over the frames that exist or are decoded. (A keyframe has no vectors; reaching past it would
+    decode the whole previous GOP for at most gap - 1 frames of motion: with 16-frame GOPs at
+    stride 4, 3 windows in 16 cross a keyframe, +6% frames decoded on average.)
   * Fill rule: a frame without motion (an I-frame has no vectors; the first frame of a video has no
     frame difference) takes the mean of the nearest earlier and the nearest later frame of the
     decoded window that have motion, or the one of them that exists. If no frame of the window has
@@ -45,6 +48,7 @@ Conventions:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -220,7 +224,10 @@ def _rounds(weights: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def _cell_bins(dst_x: np.ndarray, dst_y: np.ndarray, w: np.ndarray, h: np.ndarray,
                grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-  """(block index [M], cell index [M]): the grid cells (flattened) covered by each block."""
+  """(block index [M], cell index [M]): the grid cells (flattened) covered by each block.
+
+  Ordered by the offset (oy, ox) of the cell from the block's first cell, then by block.
+  """
   gh, gw = grid
   w = w.astype(np.int32)
   h = h.astype(np.int32)
@@ -229,24 +236,33 @@ def _cell_bins(dst_x: np.ndarray, dst_y: np.ndarray, w: np.ndarray, h: np.ndarra
   cx0, cy0 = x0 >> 3, y0 >> 3  # floor division by CELL = 8
   nx = ((x0 + w - 1) >> 3) - cx0 + 1
   ny = ((y0 + h - 1) >> 3) - cy0 + 1
-  blocks, cells = [], []
-  for oy in range(int(ny.max())):
-    for ox in range(int(nx.max())):
-      cx, cy = cx0 + ox, cy0 + oy
-      covers = np.flatnonzero((nx > ox) & (ny > oy) & (cx >= 0) & (cx < gw) & (cy >= 0)
-                              & (cy < gh))
-      blocks.append(covers)
-      cells.append(cy[covers] * gw + cx[covers])
-  return np.concatenate(blocks), np.concatenate(cells).astype(np.int64)
+  # All offsets at once ([K, M], K = max ny * max nx): H.264 blocks cover at most 2 x 2 cells.
+  max_nx = max(int(nx.max()), 1)
+  oy, ox = np.divmod(np.arange(max(int(ny.max()), 0) * max_nx, dtype=np.int32), np.int32(max_nx))
+  cx = cx0 + ox[:, None]
+  cy = cy0 + oy[:, None]
+  covers = ((nx > ox[:, None]) & (ny > oy[:, None]) & (cx.view(np.uint32) < gw)
+            & (cy.view(np.uint32) < gh))  # (a negative index wraps to a large unsigned one)
+  at = np.flatnonzero(covers)
+  return at % dst_x.size, (cy.reshape(-1)[at] * gw + cx.reshape(-1)[at]).astype(np.int64)
 
 
-def _upsample_macroblocks(sums: np.ndarray, mb_grid: tuple[int, int],
-                          grid: tuple[int, int]) -> np.ndarray:
-  """[T, Gh, Gw]: macroblock sums [T, Mh * Mw] copied to their 2x2 cells, cropped to the grid."""
-  mbh, mbw = mb_grid
-  num = sums.shape[0]
-  cells = np.broadcast_to(sums.reshape(num, mbh, 1, mbw, 1), (num, mbh, 2, mbw, 2))
-  return cells.reshape(num, 2 * mbh, 2 * mbw)[:, : grid[0], : grid[1]]
+@functools.lru_cache(maxsize=64)
+def _macroblock_of_cell(grid: tuple[int, int]) -> np.ndarray:
+  """int [Gh * Gw]: the macroblock (flattened, on the ceil(G / 2) grid) holding each cell."""
+  gh, gw = grid
+  index = (np.arange(gh)[:, None] // 2) * -(-gw // 2) + np.arange(gw)[None, :] // 2
+  index = index.reshape(-1)
+  index.flags.writeable = False
+  return index
+
+
+def _upsample_macroblocks(sums: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+  """[T, Gh * Gw, ...]: macroblock sums [T, M, ...] copied to their 2x2 cells, cropped to the grid.
+
+  One gather (the macroblocks past M, if any, are never read).
+  """
+  return np.take(sums, _macroblock_of_cell(grid), axis=1)
 
 
 def _predictions_per_block(vectors: np.ndarray, slot: np.ndarray, moving: np.ndarray,
@@ -299,8 +315,7 @@ def _covered_cells(vectors: np.ndarray, slot: np.ndarray, num_frames: int,
   mb = np.flatnonzero(is_mb)
   bins = (slot[mb] * mbh + row[mb]) * mbw + col[mb]
   hits = np.bincount(bins, minlength=num_frames * mbh * mbw).reshape(num_frames, -1)
-  covered = np.ascontiguousarray(
-      _upsample_macroblocks(hits, (mbh, mbw), grid), np.float32).reshape(num_frames, -1)
+  covered = _upsample_macroblocks(hits, grid).astype(np.float32)
   rest = np.flatnonzero(~is_mb)
   if rest.size:
     block, cell = _cell_bins(dst_x[rest], dst_y[rest], bw[rest], bh[rest], grid)
@@ -359,34 +374,37 @@ def vectors_to_flow(
     coverage = np.minimum(accumulate(_covered_cells(allv, slot, num_frames, grid),
                                      weights * used), np.float32(1.0))
 
+  mbh, mbw = mb_grid = -(-grid[0] // 2), -(-grid[1] // 2)
+  num_mb = mbh * mbw
+  # Blocks that did not move add nothing (static backgrounds: most of them): drop them first,
+  # and work on the moving ones only.
+  is_moving = _rows(allv)[:, _MOTION_WORD] != 0  # motion_x == motion_y == 0
+  moving = np.flatnonzero(is_moving)
+  if moving.size == 0:
+    return result(np.zeros((num_out, *grid, 2), np.float32))
+  # Bi-predicted blocks: their vectors are averaged; the count of a block's predictions reads
+  # its zero vectors too.
+  has_forward = bool(np.any(allv["source"] > 0))
+  predictions = (_predictions_per_block(allv, slot, is_moving, mb_grid) if has_forward
+                 else None)
+  allv, slot = _take(allv, moving), slot[moving]
+
   # Signed px/frame per unit of motion_x / motion_y: -1 / scale for past references, +1 / scale
   # for future ones, divided by the reference distance.
-  forward = allv["source"] > 0
-  has_forward = bool(forward.any())
   scale = allv["motion_scale"]
   dist = [None if d is None else np.asarray(d, np.float64)
           for d in (past_distance, future_distance)]
   if has_forward or any(d is not None and np.any(d[used] != 1) for d in dist):
     past, future = (np.ones(num_frames) if d is None else d for d in dist)
+    forward = allv["source"] > 0
     factor = np.where(forward, 1.0, -1.0) / np.maximum(
         scale * np.where(forward, future[slot], past[slot]), 1.0)
   elif np.all(scale == scale[0]):
     factor = -1.0 / max(float(scale[0]), 1.0)
   else:
     factor = -1.0 / np.maximum(scale, 1.0)
-
-  mbh, mbw = mb_grid = -(-grid[0] // 2), -(-grid[1] // 2)
-  num_mb = mbh * mbw
-  # Blocks that did not move add nothing (static backgrounds: most of them): drop them first.
-  is_moving = _rows(allv)[:, _MOTION_WORD] != 0  # motion_x == motion_y == 0
-  moving = np.flatnonzero(is_moving)
-  if moving.size == 0:
-    return result(np.zeros((num_out, *grid, 2), np.float32))
-  if not np.isscalar(factor):
-    factor = factor[moving]
-  if has_forward:  # average the vectors of bi-predicted blocks
-    factor = factor / _predictions_per_block(allv, slot, is_moving, mb_grid)
-  allv, slot = _take(allv, moving), slot[moving]
+  if predictions is not None:
+    factor = factor / predictions
 
   dst_x, dst_y = allv["dst_x"], allv["dst_y"]
   bw, bh = allv["w"], allv["h"]
@@ -422,18 +440,18 @@ def vectors_to_flow(
                                                 mx[block] * scaled, my[block] * scaled)):
         entries.append(values)
 
-  flow = np.empty((num_out, *grid, 2), np.float32)
+  # Sums per macroblock, both channels side by side, copied to their 2 x 2 cells in one pass;
+  # then the other blocks, added one by one in a fixed order (float64 throughout).
   mb_bins = np.concatenate(mb_entries[0])
-  cell_bins = np.concatenate(cell_entries[0]) if rest.size else None
-  for c in range(2):
-    sums = np.bincount(mb_bins, np.concatenate(mb_entries[1 + c]),
-                       minlength=num_out * (num_mb + 1)).reshape(num_out, num_mb + 1)
-    field = _upsample_macroblocks(sums[:, :num_mb], mb_grid, grid)
-    if cell_bins is not None and cell_bins.size:
-      field = np.ascontiguousarray(field)
-      np.add.at(field.reshape(-1), cell_bins, np.concatenate(cell_entries[1 + c]))
-    flow[..., c] = field
-  return result(flow)
+  sums = np.stack([np.bincount(mb_bins, np.concatenate(mb_entries[1 + c]),
+                               minlength=num_out * (num_mb + 1)) for c in range(2)], axis=-1)
+  field = _upsample_macroblocks(sums.reshape(num_out, num_mb + 1, 2), grid)
+  if rest.size:
+    cell_bins = np.concatenate(cell_entries[0]) * 2
+    np.add.at(field.reshape(-1), np.concatenate([cell_bins, cell_bins + 1]),
+              np.concatenate(cell_entries[1] + cell_entries[2]))
+  field = field.reshape(num_out, *grid, 2)
+  return result(field.astype(np.float32))
 
 
 def frame_flow(

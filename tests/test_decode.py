@@ -279,6 +279,30 @@ class TestFill:
     np.testing.assert_allclose(clip.flow[1], (clip.flow[0] + clip.flow[2]) / 2, atol=1e-6)
     assert np.abs(clip.flow[1]).max() > 1.0
 
+  @pytest.mark.parametrize("fixture", ["h264_video", "bframes_video", "mpeg4_video"])
+  def test_vector_window_starts_at_the_keyframe_of_the_first_frame(self, fixture, request):
+    """Frames (14, 18] hold keyframe 16: the window starts there, with and without a seek (the
+    same vectors); a window without a keyframe starts where asked."""
+    path = request.getfixturevalue(fixture).path
+    decode_window = decode._decode  # pylint: disable=protected-access
+    for start, sampled, expected in ((15, [18, 22], 16), (19, [22, 26], 19)):
+      wins = [decode_window(path, "v", window_start=start, sampled=sampled, policy="mv",
+                            allow_seek=allow_seek) for allow_seek in (True, False)]
+      for win in wins:
+        assert win.start == expected and len(win.vector_counts) == sampled[-1] - expected + 1
+      seeked, sequential = (win.frame_vectors().vectors for win in wins)
+      for field in seeked.dtype.names:  # (field by field: the struct has padding bytes)
+        np.testing.assert_array_equal(seeked[field], sequential[field])
+
+  def test_first_interval_is_its_frames_from_the_keyframe_on(self, h264_video):
+    """The interval (30, 34] of the first sampled frame: frames 32 (filled from 33), 33, 34."""
+    own = decode.decode_clip(h264_video.path, [33, 34]).flow  # frames 33 and 34 alone
+    clip = decode.decode_clip(h264_video.path, [34, 38, 42])
+    assert clip.has_vectors.all()
+    np.testing.assert_allclose(clip.flow[0], (2 * own[0] + own[1]) / 3, atol=1e-5)
+    past_the_keyframe = decode.decode_clip(h264_video.path, [31]).flow[0]
+    assert np.abs(past_the_keyframe - own[0]).max() > 0.5  # frame 31 would have changed it
+
   def test_first_frame_of_the_video(self, h264_video):
     clip = decode.decode_clip(h264_video.path, [0, 4, 8])
     assert not clip.has_vectors[0] and clip.has_vectors[1:].all()
