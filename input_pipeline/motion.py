@@ -55,6 +55,11 @@ import numpy as np
 
 from input_pipeline import clip as clip_lib
 
+try:  # the C scatter of `vectors_to_flow`, built at install where a C compiler is found
+  from input_pipeline import _flow_kernel
+except ImportError:  # not built: the NumPy reference `_scatter_numpy` computes the same bits
+  _flow_kernel = None
+
 CELL = clip_lib.MOTION_CELL
 
 # FFmpeg's AVMotionVector (libavutil/motion_vector.h), as PyAV's `MotionVectors.to_ndarray()`.
@@ -380,40 +385,72 @@ def vectors_to_flow(
     coverage = np.minimum(accumulate(_covered_cells(allv, slot, num_frames, grid),
                                      weights * used), np.float32(1.0))
 
-  mbh, mbw = mb_grid = -(-grid[0] // 2), -(-grid[1] // 2)
-  num_mb = mbh * mbw
-  # Blocks that did not move add nothing (static backgrounds: most of them): drop them first,
-  # and work on the moving ones only.
-  is_moving = _rows(allv)[:, _MOTION_WORD] != 0  # motion_x == motion_y == 0
-  moving = np.flatnonzero(is_moving)
-  if moving.size == 0:
-    return result(np.zeros((num_out, *grid, 2), np.float32))
-  # Bi-predicted blocks: their vectors are averaged; the count of a block's predictions reads
-  # its zero vectors too.
   has_forward = bool(np.any(allv["source"] > 0))
-  predictions = (_predictions_per_block(allv, slot, is_moving, mb_grid) if has_forward
-                 else None)
-  allv, slot = _take(allv, moving), slot[moving]
+  dist = [None if d is None else np.asarray(d, np.float64)
+          for d in (past_distance, future_distance)]
+  per_vector = has_forward or any(d is not None and np.any(d[used] != 1) for d in dist)
+  if per_vector or _flow_kernel is None:
+    # Blocks that did not move add nothing (static backgrounds: most of them): the scatter works
+    # on the moving ones only. (The C scatter skips them itself: with one factor for all
+    # vectors, nothing here needs them dropped.)
+    is_moving = _rows(allv)[:, _MOTION_WORD] != 0  # motion_x == motion_y == 0
+    moving = np.flatnonzero(is_moving)
+    if moving.size == 0:
+      return result(np.zeros((num_out, *grid, 2), np.float32))
+    # Bi-predicted blocks: their vectors are averaged; the count of a block's predictions reads
+    # its zero vectors too.
+    predictions = (_predictions_per_block(allv, slot, is_moving, (-(-grid[0] // 2),
+                                                                  -(-grid[1] // 2)))
+                   if has_forward else None)
+    allv, slot = _take(allv, moving), slot[moving]
 
   # Signed px/frame per unit of motion_x / motion_y: -1 / scale for past references, +1 / scale
   # for future ones, divided by the reference distance.
   scale = allv["motion_scale"]
-  dist = [None if d is None else np.asarray(d, np.float64)
-          for d in (past_distance, future_distance)]
-  if has_forward or any(d is not None and np.any(d[used] != 1) for d in dist):
+  if per_vector:
     past, future = (np.ones(num_frames) if d is None else d for d in dist)
     forward = allv["source"] > 0
     factor = np.where(forward, 1.0, -1.0) / np.maximum(
         scale * np.where(forward, future[slot], past[slot]), 1.0)
+    if predictions is not None:
+      factor = factor / predictions
   elif np.all(scale == scale[0]):
     factor = -1.0 / max(float(scale[0]), 1.0)
   else:
     factor = -1.0 / np.maximum(scale, 1.0)
-  if predictions is not None:
-    factor = factor / predictions
 
-  dst_x, dst_y = allv["dst_x"], allv["dst_y"]
-  bw, bh = allv["w"], allv["h"]
+  rounds = _rounds(weights * used)
+  if _flow_kernel is None:
+    field = _scatter_numpy(allv, slot, factor, rounds, grid, num_out)
+  else:
+    field = np.zeros((num_out, *grid, 2), np.float64)
+    out_of = np.stack([out for out, _ in rounds])
+    w_of = np.stack([w for _, w in rounds])
+    _flow_kernel.scatter(_rows(allv), slot.astype(np.int64, copy=False),
+                         np.ascontiguousarray(factor, np.float64).reshape(-1), out_of, w_of,
+                         len(rounds), num_frames, grid[0], grid[1], num_out, field)
+  return result(field.reshape(num_out, *grid, 2).astype(np.float32))
+
+
+def _scatter_numpy(vectors: np.ndarray, slot: np.ndarray, factor: np.ndarray | float,
+                   rounds: list[tuple[np.ndarray, np.ndarray]], grid: tuple[int, int],
+                   num_out: int) -> np.ndarray:
+  """float64 [T, Gh * Gw, 2]: the fields of `vectors_to_flow` from its moving vectors.
+
+  The reference that `_flow_kernel.scatter` (C, one pass) reproduces bit for bit.
+
+  Args:
+    vectors: [N] the moving vectors (`MOTION_VECTOR_DTYPE`).
+    slot: int [N], each vector's frame.
+    factor: float64 [N] or one float: px/frame per unit of motion_x / motion_y.
+    rounds: `_rounds` of the weights.
+    grid: (Gh, Gw).
+    num_out: T.
+  """
+  mbh, mbw = -(-grid[0] // 2), -(-grid[1] // 2)
+  num_mb = mbh * mbw
+  dst_x, dst_y = vectors["dst_x"], vectors["dst_y"]
+  bw, bh = vectors["w"], vectors["h"]
   col, row = dst_x >> 4, dst_y >> 4
   is_mb = ((bw == 16) & (bh == 16) & ((((dst_x ^ 8) | (dst_y ^ 8)) & 15) == 0)
            & (col.view(np.uint16) < mbw) & (row.view(np.uint16) < mbh))
@@ -425,10 +462,12 @@ def vectors_to_flow(
     rest_block, rest_cell = _cell_bins(dst_x[rest], dst_y[rest], bw[rest], bh[rest], grid)
     rest_block = rest[rest_block]
 
-  mx, my = allv["motion_x"], allv["motion_y"]
+  used = np.zeros(rounds[0][0].size, bool)
+  used[slot] = True
+  mx, my = vectors["motion_x"], vectors["motion_y"]
   num_cells = grid[0] * grid[1]
   mb_entries, cell_entries = ([], [], []), ([], [], [])  # (bins, dx, dy)
-  for out_of, w_of in _rounds(weights * used):
+  for out_of, w_of in rounds:
     if (out_of[used] >= 0).all():
       sel = slice(None)
     else:
@@ -456,8 +495,7 @@ def vectors_to_flow(
     cell_bins = np.concatenate(cell_entries[0]) * 2
     np.add.at(field.reshape(-1), np.concatenate([cell_bins, cell_bins + 1]),
               np.concatenate(cell_entries[1] + cell_entries[2]))
-  field = field.reshape(num_out, *grid, 2)
-  return result(field.astype(np.float32))
+  return field
 
 
 def frame_flow(
