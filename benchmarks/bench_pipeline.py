@@ -475,6 +475,7 @@ def main(argv):
                                                               cfg['short_side'])[1]],
       'clip': f'{spec.num_frames}x{spec.size}, stride {spec.stride}', 'batch_size': cfg['batch'],
       'generate_s': round(gen_s, 1),
+      'flow_kernel': motion_lib._flow_kernel is not None,  # C scatter built (else NumPy)
       'floor_clips_per_s': round(statistics.median(floors), 2),
       'rows': rows,
       'c_over_a': {k.replace('prepared_', ''): v['c_over_a'] for k, v in c_over_a.items()},
