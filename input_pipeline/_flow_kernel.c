@@ -185,7 +185,8 @@ static PyObject *py_scatter(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"scatter", py_scatter, METH_VARARGS, "The field of `motion.vectors_to_flow` (see the source)."},
+    {"scatter", py_scatter, METH_VARARGS,
+     "The field of `motion.vectors_to_flow` (see the source)."},
     {NULL, NULL, 0, NULL},
 };
 
