@@ -164,7 +164,7 @@ static PyObject *py_scatter(PyObject *self, PyObject *args) {
   } else {
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = scatter(vec.buf, n, slot.buf, factor.buf, factor.len == 8 && n != 1, out_of.buf,
+    status = scatter(vec.buf, n, slot.buf, factor.buf, factor.len == 8, out_of.buf,
                      w_of.buf, rounds, frames, gh, gw, num_out, field.buf);
     Py_END_ALLOW_THREADS
     if (status == -2) {

@@ -401,9 +401,9 @@ def vectors_to_flow(
       return result(np.zeros((num_out, *grid, 2), np.float32))
     # Bi-predicted blocks: their vectors are averaged; the count of a block's predictions reads
     # its zero vectors too.
-    predictions = (_predictions_per_block(allv, slot, is_moving, (-(-grid[0] // 2),
-                                                                  -(-grid[1] // 2)))
-                   if has_forward else None)
+    mb_grid = -(-grid[0] // 2), -(-grid[1] // 2)
+    predictions = (_predictions_per_block(allv, slot, is_moving, mb_grid) if has_forward
+                   else None)
     allv, slot = _take(allv, moving), slot[moving]
 
   # Signed px/frame per unit of motion_x / motion_y: -1 / scale for past references, +1 / scale
