@@ -21,7 +21,7 @@ Conventions:
   * Speed: a 16-frame clip at stride 4 has 20k-60k blocks. They are scattered over the whole
     clip at once (16x16 macroblocks on a 2x2-cell grid, the rest per cell): by a C kernel
     (`_flow_kernel.c`, one pass, GIL released) where it was built at install, else by a few
-    bincounts (`_scatter_numpy`, the reference: the same bits, ~4x slower); no Python loop over
+    bincounts (`_flow_numpy`, the reference: the same bits, 3-4.5x slower); no Python loop over
     blocks or frames, and no BLAS (whose threads cost milliseconds on a busy machine).
   * Intervals and accumulation (`interval_weights`): the motion of sampled frame i_t is the mean
     per-frame motion over all frames in (i_{t-1}, i_t]. The first sampled frame uses the same gap
@@ -57,9 +57,9 @@ import numpy as np
 
 from input_pipeline import clip as clip_lib
 
-try:  # the C scatter of `vectors_to_flow`, built at install where a C compiler is found
+try:  # the C kernel of `vectors_to_flow`, built at install where a C compiler is found
   from input_pipeline import _flow_kernel
-except ImportError:  # not built: the NumPy reference `_scatter_numpy` computes the same bits
+except ImportError:  # not built: the NumPy reference `_flow_numpy` computes the same bits
   _flow_kernel = None
 
 CELL = clip_lib.MOTION_CELL
@@ -378,40 +378,75 @@ def vectors_to_flow(
 
   if not used.any():
     return result(np.zeros((num_out, *grid, 2), np.float32))
-  allv = vectors.vectors
+  dist = []
+  for name, d in (("past_distance", past_distance), ("future_distance", future_distance)):
+    d = np.ones(num_frames) if d is None else np.ascontiguousarray(d, np.float64)
+    if d.shape != (num_frames,):
+      raise ValueError(f"{name} has shape {d.shape}, expected ({num_frames},)")
+    dist.append(d)
   slot = np.repeat(np.arange(num_frames), vectors.counts)  # frame of each block
-  if not np.array_equal(used, vectors.has_vectors):
-    keep = np.flatnonzero(used[slot])
-    allv, slot = _take(allv, keep), slot[keep]
+  rounds = _rounds(weights * used)
   if with_coverage:  # all vectors count, zero ones too: a static block is a measurement
-    coverage = np.minimum(accumulate(_covered_cells(allv, slot, num_frames, grid),
-                                     weights * used), np.float32(1.0))
+    coverage = np.minimum(accumulate(_covered_cells(*_used(vectors.vectors, slot, used),
+                                                    num_frames, grid), weights * used),
+                          np.float32(1.0))
+  if _flow_kernel is None:
+    field = _flow_numpy(vectors.vectors, slot, used, *dist, rounds, grid, num_out)
+  else:  # all the rest in one pass, vectors of unused frames skipped there
+    field = np.zeros((num_out, *grid, 2), np.float64)
+    _flow_kernel.scatter(_rows(vectors.vectors), slot, *dist,
+                         np.stack([out for out, _ in rounds]), np.stack([w for _, w in rounds]),
+                         len(rounds), num_frames, grid[0], grid[1], num_out, field)
+  return result(field.reshape(num_out, *grid, 2).astype(np.float32))
 
-  has_forward = bool(np.any(allv["source"] > 0))
-  dist = [None if d is None else np.asarray(d, np.float64)
-          for d in (past_distance, future_distance)]
-  per_vector = has_forward or any(d is not None and np.any(d[used] != 1) for d in dist)
-  if per_vector or _flow_kernel is None:
-    # Blocks that did not move add nothing (static backgrounds: most of them): the scatter works
-    # on the moving ones only. (The C scatter skips them itself: with one factor for all
-    # vectors, nothing here needs them dropped.)
-    is_moving = _rows(allv)[:, _MOTION_WORD] != 0  # motion_x == motion_y == 0
-    moving = np.flatnonzero(is_moving)
-    if moving.size == 0:
-      return result(np.zeros((num_out, *grid, 2), np.float32))
-    # Bi-predicted blocks: their vectors are averaged; the count of a block's predictions reads
-    # its zero vectors too.
-    mb_grid = -(-grid[0] // 2), -(-grid[1] // 2)
-    predictions = (_predictions_per_block(allv, slot, is_moving, mb_grid) if has_forward
-                   else None)
-    allv, slot = _take(allv, moving), slot[moving]
+
+def _used(vectors: np.ndarray, slot: np.ndarray,
+          used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(vectors, slot) of the frames where `used` (bool [F]) is True."""
+  if used[slot].all():
+    return vectors, slot
+  keep = np.flatnonzero(used[slot])
+  return _take(vectors, keep), slot[keep]
+
+
+def _flow_numpy(vectors: np.ndarray, slot: np.ndarray, used: np.ndarray, past: np.ndarray,
+                future: np.ndarray, rounds: list[tuple[np.ndarray, np.ndarray]],
+                grid: tuple[int, int], num_out: int) -> np.ndarray:
+  """float64 [T, Gh * Gw, 2]: the fields of `vectors_to_flow`, in NumPy.
+
+  The reference that `_flow_kernel.scatter` (C, one pass) reproduces bit for bit.
+
+  Args:
+    vectors: [N] the clip's vectors (`MOTION_VECTOR_DTYPE`).
+    slot: int [N], each vector's frame.
+    used: bool [F], the frames some output uses.
+    past: float64 [F], each frame's distance to its past reference.
+    future: float64 [F], to its future reference.
+    rounds: `_rounds` of the weights.
+    grid: (Gh, Gw).
+    num_out: T.
+  """
+  vectors, slot = _used(vectors, slot, used)
+  has_forward = bool(np.any(vectors["source"] > 0))
+  per_vector = has_forward or np.any(past[used] != 1) or np.any(future[used] != 1)
+  # Blocks that did not move add nothing (static backgrounds: most of them): the scatter works on
+  # the moving ones only.
+  is_moving = _rows(vectors)[:, _MOTION_WORD] != 0  # motion_x == motion_y == 0
+  moving = np.flatnonzero(is_moving)
+  if moving.size == 0:
+    return np.zeros((num_out, grid[0] * grid[1], 2))
+  # Bi-predicted blocks: their vectors are averaged; the count of a block's predictions reads
+  # its zero vectors too.
+  mb_grid = -(-grid[0] // 2), -(-grid[1] // 2)
+  predictions = (_predictions_per_block(vectors, slot, is_moving, mb_grid) if has_forward
+                 else None)
+  vectors, slot = _take(vectors, moving), slot[moving]
 
   # Signed px/frame per unit of motion_x / motion_y: -1 / scale for past references, +1 / scale
   # for future ones, divided by the reference distance.
-  scale = allv["motion_scale"]
+  scale = vectors["motion_scale"]
   if per_vector:
-    past, future = (np.ones(num_frames) if d is None else d for d in dist)
-    forward = allv["source"] > 0
+    forward = vectors["source"] > 0
     factor = np.where(forward, 1.0, -1.0) / np.maximum(
         scale * np.where(forward, future[slot], past[slot]), 1.0)
     if predictions is not None:
@@ -420,26 +455,13 @@ def vectors_to_flow(
     factor = -1.0 / max(float(scale[0]), 1.0)
   else:
     factor = -1.0 / np.maximum(scale, 1.0)
-
-  rounds = _rounds(weights * used)
-  if _flow_kernel is None:
-    field = _scatter_numpy(allv, slot, factor, rounds, grid, num_out)
-  else:
-    field = np.zeros((num_out, *grid, 2), np.float64)
-    out_of = np.stack([out for out, _ in rounds])
-    w_of = np.stack([w for _, w in rounds])
-    _flow_kernel.scatter(_rows(allv), slot.astype(np.int64, copy=False),
-                         np.ascontiguousarray(factor, np.float64).reshape(-1), out_of, w_of,
-                         len(rounds), num_frames, grid[0], grid[1], num_out, field)
-  return result(field.reshape(num_out, *grid, 2).astype(np.float32))
+  return _scatter_numpy(vectors, slot, factor, rounds, grid, num_out)
 
 
 def _scatter_numpy(vectors: np.ndarray, slot: np.ndarray, factor: np.ndarray | float,
                    rounds: list[tuple[np.ndarray, np.ndarray]], grid: tuple[int, int],
                    num_out: int) -> np.ndarray:
   """float64 [T, Gh * Gw, 2]: the fields of `vectors_to_flow` from its moving vectors.
-
-  The reference that `_flow_kernel.scatter` (C, one pass) reproduces bit for bit.
 
   Args:
     vectors: [N] the moving vectors (`MOTION_VECTOR_DTYPE`).

@@ -113,29 +113,69 @@ def test_decoded_clips_give_the_same_bits(fixture, request, monkeypatch):
     _assert_same_bits(*clips)
 
 
+def test_full_size_b_frame_clip_gives_the_same_bits(monkeypatch):
+  # 64 frames of 320x240, H.264-like: macroblocks of both lists, some split into 16x8 and 8x8
+  # partitions with (0, 0) placeholders of the unused list, reference distances of a B-pyramid.
+  rng = np.random.default_rng(3)
+  ys, xs = np.mgrid[8:240:16, 8:320:16]
+  frames = []
+  for f in range(64):
+    n = xs.size
+    mb = np.zeros(2 * n, motion.MOTION_VECTOR_DTYPE)
+    mb["w"] = mb["h"] = 16
+    mb["dst_x"], mb["dst_y"] = np.tile(xs.ravel(), 2), np.tile(ys.ravel(), 2)
+    mb["source"] = np.repeat([-1, 1], n) if f % 2 else -1
+    mb["motion_x"], mb["motion_y"] = rng.integers(-16, 17, (2, 2 * n))
+    mb["motion_scale"] = 4
+    # 40 macroblocks split into two 8x16 halves, a vector from each list for each half.
+    part = np.zeros(160, motion.MOTION_VECTOR_DTYPE)
+    part["w"], part["h"] = 8, 16
+    part["dst_x"] = np.tile(xs.ravel()[:40], 4) + np.repeat([-4, 4, -4, 4], 40)
+    part["dst_y"] = np.tile(ys.ravel()[:40], 4)
+    part["source"] = np.repeat([-1, 1], 80) if f % 2 else -1
+    part["motion_x"] = np.where(rng.random(160) < 0.5, 0, rng.integers(-16, 17, 160))
+    part["motion_scale"] = 4
+    frames.append(None if f % 16 == 0 else np.concatenate([mb, part]))
+  weights, _ = motion.interval_weights(np.arange(64), np.arange(3, 64, 4),
+                                       np.array([v is not None for v in frames]))
+  distances = {"past_distance": rng.integers(1, 4, 64).astype(float),
+               "future_distance": rng.integers(1, 3, 64).astype(float)}
+  out = _both(monkeypatch, frames, weights, 240, 320, **distances)
+  assert np.abs(out[0][0]).max() > 0
+  _assert_same_bits(*out)
+
+
+def test_reference_distances_must_match_the_frames():
+  frames = [np.zeros(1, motion.MOTION_VECTOR_DTYPE)] * 3
+  with pytest.raises(ValueError, match=r"past_distance has shape \(2,\), expected \(3,\)"):
+    motion.vectors_to_flow(frames, np.ones((1, 3)), 16, 16, past_distance=np.ones(2))
+
+
 def _arguments(n=3, frames=2, rounds=1, gh=2, gw=2, num_out=1):
   vectors = np.zeros(n, motion.MOTION_VECTOR_DTYPE)
   vectors["w"] = vectors["h"] = 16
   vectors["dst_x"] = vectors["dst_y"] = 8
   vectors["motion_x"] = 4
-  return [motion._rows(vectors), np.zeros(n, np.int64), np.ones(1), np.zeros((rounds, frames),
-          np.int64), np.ones((rounds, frames)), rounds, frames, gh, gw, num_out,
-          np.zeros((num_out, gh, gw, 2))]
+  return [motion._rows(vectors), np.zeros(n, np.int64), np.ones(frames), np.ones(frames),
+          np.zeros((rounds, frames), np.int64), np.ones((rounds, frames)), rounds, frames, gh, gw,
+          num_out, np.zeros((num_out, gh, gw, 2))]
 
 
 def test_kernel_sums_a_macroblock():
   args = _arguments()
   kernel.scatter(*args)
-  np.testing.assert_array_equal(args[-1][0, :, :, 0], np.full((2, 2), 12.0))
+  np.testing.assert_array_equal(args[-1][0, :, :, 0], np.full((2, 2), -12.0))
   np.testing.assert_array_equal(args[-1][0, :, :, 1], np.zeros((2, 2)))
 
 
 @pytest.mark.parametrize("position, value, message", [
     (0, np.zeros(39, np.uint8), "40-byte records"),
     (1, np.zeros(2, np.int64), "slot has"),
-    (2, np.ones(2), "factor has"),
-    (3, np.zeros((1, 3), np.int64), "out_of has"),
-    (10, np.zeros((1, 2, 2, 1)), "field has"),
+    (2, np.ones(3), "past has"),
+    (3, np.ones(1), "future has"),
+    (4, np.zeros((1, 3), np.int64), "out_of has"),
+    (5, np.ones((2, 2)), "w_of has"),
+    (11, np.zeros((1, 2, 2, 1)), "field has"),
 ])
 def test_kernel_rejects_wrong_sizes(position, value, message):
   args = _arguments()
@@ -145,11 +185,19 @@ def test_kernel_rejects_wrong_sizes(position, value, message):
 
 
 @pytest.mark.parametrize("position, value", [(1, np.array([0, 2, 0])),
-                                             (3, np.array([[0, 1]]))])
+                                             (4, np.array([[0, 1]]))])
 def test_kernel_rejects_indices_out_of_range(position, value):
   args = _arguments()
   args[position] = value.astype(np.int64)
   with pytest.raises(ValueError, match="out of range"):
+    kernel.scatter(*args)
+
+
+@pytest.mark.parametrize("position, value", [(6, -1), (7, 1 << 21), (8, 40000), (10, 1 << 21)])
+def test_kernel_rejects_sizes_out_of_range(position, value):
+  args = _arguments()
+  args[position] = value
+  with pytest.raises(ValueError, match="negative or too large"):
     kernel.scatter(*args)
 
 
