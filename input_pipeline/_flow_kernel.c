@@ -15,7 +15,7 @@
  *   future   float64 [F], each frame's distance to its future reference
  *   out_of   int64 [R, F], each round's output of each frame (-1: not used in that round)
  *   w_of     float64 [R, F], each round's weight of each frame
- *   field    writable float64 [num_out, gh, gw, 2], zeros on entry
+ *   field    writable float64 [num_out, gh, gw, 2], all of it written (need not be zeroed)
  *
  * A vector counts if its frame is used (round 0 holds every used frame). Each counted vector with
  * motion adds motion * weight * factor, factor = sign / max(scale * distance, 1) (sign -1 for a

@@ -393,7 +393,7 @@ def vectors_to_flow(
   if _flow_kernel is None:
     field = _flow_numpy(vectors.vectors, slot, used, *dist, rounds, grid, num_out)
   else:  # all the rest in one pass, vectors of unused frames skipped there
-    field = np.zeros((num_out, *grid, 2), np.float64)
+    field = np.empty((num_out, *grid, 2), np.float64)  # (empty: no fresh zero pages to fault)
     _flow_kernel.scatter(_rows(vectors.vectors), slot, *dist,
                          np.stack([out for out, _ in rounds]), np.stack([w for _, w in rounds]),
                          len(rounds), num_frames, grid[0], grid[1], num_out, field)
