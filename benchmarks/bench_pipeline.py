@@ -37,8 +37,11 @@ workers, decoded videos/s = clips/s / repeats (a video is decoded once for its R
 >= 0.8. `cpu_efficiency` (thread rows) = floor CPU s per clip / pipeline CPU s per video (process
 time, all threads): it is what is left once other jobs on a shared machine are factored out.
 
-Ends with ONE JSON line: cpu_count, floor_clips_per_s, rows, c_over_a {stride2, stride4} (prepared
-data; bframes_stride2/4 too), paths, min_efficiency (over thread rows), profile, and clips_per_s:
+Before anything else it sets glibc's malloc thresholds as `launch/main.py` does
+(`input_pipeline/host_malloc.py`; `--nokeep_freed_memory`: glibc's defaults).
+
+Ends with ONE JSON line: cpu_count, malloc, floor_clips_per_s, rows, c_over_a {stride2, stride4}
+(prepared data; bframes_stride2/4 too), paths, min_efficiency (over thread rows), profile, and clips_per_s:
 the best row with the most cores on prepared data at repeats 1 (what a training run with the
 default config gets; the accelerator suite reads it).
 """
@@ -64,6 +67,7 @@ import av
 import numpy as np
 
 from input_pipeline import decode
+from input_pipeline import host_malloc
 from input_pipeline import motion as motion_lib
 from input_pipeline import pipeline
 from input_pipeline import sampling
@@ -94,6 +98,8 @@ _PER_CLIP = flags.DEFINE_bool('per_clip', None, 'Measure (c)/(a) (default: yes, 
 _PROFILE = flags.DEFINE_bool('profile', None, 'Profile the per-video work by stage (default: '
                              'yes, unless --threads).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of videos, windows and pipelines.')
+_KEEP_FREED = flags.DEFINE_bool('keep_freed_memory', True, 'glibc keeps freed memory, as in '
+                                'launch/main.py (`host_malloc`); false: its defaults.')
 
 SETS = {'prepared': 0, 'bframes': 3}  # data set -> x264 B-frames
 
@@ -414,6 +420,8 @@ def _thread_counts(max_threads: int) -> list[int]:
 
 def main(argv):
   del argv
+  malloc = host_malloc.keep_freed_memory() if _KEEP_FREED.value else 'malloc: glibc defaults'
+  print(malloc)
   cfg = _config()
   spec = cfg['spec']
   with tempfile.TemporaryDirectory(prefix='mgm_bench_pipeline_') as tmp:
@@ -475,7 +483,8 @@ def main(argv):
                                                               cfg['short_side'])[1]],
       'clip': f'{spec.num_frames}x{spec.size}, stride {spec.stride}', 'batch_size': cfg['batch'],
       'generate_s': round(gen_s, 1),
-      'flow_kernel': motion_lib._flow_kernel is not None,  # C scatter built (else NumPy)
+      'flow_kernel': motion_lib._flow_kernel is not None,  # C kernel built (else NumPy)
+      'malloc': malloc,
       'floor_clips_per_s': round(statistics.median(floors), 2),
       'rows': rows,
       'c_over_a': {k.replace('prepared_', ''): v['c_over_a'] for k, v in c_over_a.items()},

@@ -33,6 +33,7 @@ from absl import flags
 from absl import logging
 import jax
 
+from input_pipeline import host_malloc
 from mgm_jax import checkpoint as checkpoint_lib
 from mgm_jax import evaluate
 from mgm_jax import inference
@@ -106,6 +107,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  host_malloc.keep_freed_memory()  # fewer page faults per decoded clip
   distributed_flags.initialize_distributed()
   try:
     results, out = run(_WORKDIR.value)
