@@ -41,9 +41,9 @@ Before anything else it sets glibc's malloc thresholds as `launch/main.py` does
 (`input_pipeline/host_malloc.py`; `--nokeep_freed_memory`: glibc's defaults).
 
 Ends with ONE JSON line: cpu_count, malloc, floor_clips_per_s, rows, c_over_a {stride2, stride4}
-(prepared data; bframes_stride2/4 too), paths, min_efficiency (over thread rows), profile, and clips_per_s:
-the best row with the most cores on prepared data at repeats 1 (what a training run with the
-default config gets; the accelerator suite reads it).
+(prepared data; bframes_stride2/4 too), paths, min_efficiency (over thread rows), profile, and
+clips_per_s: the best row with the most cores on prepared data at repeats 1 (what a training run
+with the default config gets; the accelerator suite reads it).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 /* `motion.vectors_to_flow` in one pass over the vectors (optional, built by pip).
  *
- * The NumPy code of `vectors_to_flow` is the reference (its factors, `_predictions_per_block`
- * and `_scatter_numpy`): this computes the same float64 field, bit for bit. Every sum gets its
- * terms in the reference's order (np.bincount and np.add.at add their entries one after the
- * other), every product and quotient is the reference's, and nothing is contracted into a fused
- * multiply-add (setup: -ffp-contract=off; the pragma is for compilers that honour it).
+ * The NumPy code of `vectors_to_flow` is the reference (`motion._flow_numpy`: its factors,
+ * `_predictions_per_block` and `_scatter_numpy`): this computes the same float64 field, bit for
+ * bit. Every sum gets its terms in the reference's order (np.bincount and np.add.at add their
+ * entries one after the other), every product and quotient is the reference's, and nothing is
+ * contracted into a fused multiply-add (setup: -ffp-contract=off; the pragma is for compilers
+ * that honour it).
  *
  *   scatter(vectors, slot, past, future, out_of, w_of, num_rounds, num_frames, gh, gw, num_out,
  *           field)
