@@ -384,29 +384,24 @@ def vectors_to_flow(
     if d.shape != (num_frames,):
       raise ValueError(f"{name} has shape {d.shape}, expected ({num_frames},)")
     dist.append(d)
+  allv = vectors.vectors
   slot = np.repeat(np.arange(num_frames), vectors.counts)  # frame of each block
+  if ((with_coverage or _flow_kernel is None)  # (the kernel skips unused frames itself)
+      and not np.array_equal(used, vectors.has_vectors)):
+    keep = np.flatnonzero(used[slot])
+    allv, slot = _take(allv, keep), slot[keep]
   rounds = _rounds(weights * used)
   if with_coverage:  # all vectors count, zero ones too: a static block is a measurement
-    coverage = np.minimum(accumulate(_covered_cells(*_used(vectors.vectors, slot, used),
-                                                    num_frames, grid), weights * used),
-                          np.float32(1.0))
+    coverage = np.minimum(accumulate(_covered_cells(allv, slot, num_frames, grid),
+                                     weights * used), np.float32(1.0))
   if _flow_kernel is None:
-    field = _flow_numpy(vectors.vectors, slot, used, *dist, rounds, grid, num_out)
-  else:  # all the rest in one pass, vectors of unused frames skipped there
+    field = _flow_numpy(allv, slot, used, *dist, rounds, grid, num_out)
+  else:  # all the rest in one pass
     field = np.empty((num_out, *grid, 2), np.float64)  # (empty: no fresh zero pages to fault)
-    _flow_kernel.scatter(_rows(vectors.vectors), slot, *dist,
-                         np.stack([out for out, _ in rounds]), np.stack([w for _, w in rounds]),
-                         len(rounds), num_frames, grid[0], grid[1], num_out, field)
+    _flow_kernel.scatter(_rows(allv), slot, *dist, np.stack([out for out, _ in rounds]),
+                         np.stack([w for _, w in rounds]), len(rounds), num_frames, grid[0],
+                         grid[1], num_out, field)
   return result(field.reshape(num_out, *grid, 2).astype(np.float32))
-
-
-def _used(vectors: np.ndarray, slot: np.ndarray,
-          used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(vectors, slot) of the frames where `used` (bool [F]) is True."""
-  if used[slot].all():
-    return vectors, slot
-  keep = np.flatnonzero(used[slot])
-  return _take(vectors, keep), slot[keep]
 
 
 def _flow_numpy(vectors: np.ndarray, slot: np.ndarray, used: np.ndarray, past: np.ndarray,
@@ -417,16 +412,15 @@ def _flow_numpy(vectors: np.ndarray, slot: np.ndarray, used: np.ndarray, past: n
   The reference that `_flow_kernel.scatter` (C, one pass) reproduces bit for bit.
 
   Args:
-    vectors: [N] the clip's vectors (`MOTION_VECTOR_DTYPE`).
+    vectors: [N] the vectors of the frames some output uses (`MOTION_VECTOR_DTYPE`).
     slot: int [N], each vector's frame.
-    used: bool [F], the frames some output uses.
+    used: bool [F], those frames.
     past: float64 [F], each frame's distance to its past reference.
     future: float64 [F], to its future reference.
     rounds: `_rounds` of the weights.
     grid: (Gh, Gw).
     num_out: T.
   """
-  vectors, slot = _used(vectors, slot, used)
   has_forward = bool(np.any(vectors["source"] > 0))
   per_vector = has_forward or np.any(past[used] != 1) or np.any(future[used] != 1)
   # Blocks that did not move add nothing (static backgrounds: most of them): the scatter works on

@@ -1,4 +1,4 @@
-"""The C scatter of `motion.vectors_to_flow` against its NumPy reference: the same bits.
+"""The C kernel of `motion.vectors_to_flow` against its NumPy reference: the same bits.
 
 `.ci/run` fails when the kernel was not built, so these tests do not skip there.
 """
@@ -17,7 +17,7 @@ kernel = pytest.importorskip("input_pipeline._flow_kernel",
 
 
 def _both(monkeypatch, *args, **kwargs):
-  """vectors_to_flow(*args, **kwargs) with the C scatter, then with the NumPy reference."""
+  """vectors_to_flow(*args, **kwargs) with the C kernel, then with the NumPy reference."""
   out = []
   for which in (kernel, None):
     monkeypatch.setattr(motion, "_flow_kernel", which)
